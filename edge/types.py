@@ -1,0 +1,41 @@
+"""Value types that travel between red-loop stages.
+
+Kept in one small module so that capture, gate, reflex, rules and store agree on one shape without
+importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Box = tuple[float, float, float, float]
+"""x1, y1, x2, y2 in pixels of the original frame."""
+
+
+@dataclass(slots=True)
+class Frame:
+    """One decoded picture with the facts later stages need to be honest about timing."""
+
+    camera: str
+    index: int
+    """0-based decoded frame index in the stream."""
+    pts: float
+    """Stream time in seconds from the stream start."""
+    image: np.ndarray
+    """BGR uint8, H x W x 3 (OpenCV order)."""
+    arrived: float
+    """time.monotonic() when capture handed the frame over; alert latency is measured from here."""
+    decode_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class Detection:
+    """One thing a detector saw in one frame."""
+
+    label: str
+    score: float
+    box: Box
+    detector: str = "objects"
+    extra: dict[str, float] = field(default_factory=dict)
