@@ -39,3 +39,44 @@ class Detection:
     box: Box
     detector: str = "objects"
     extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class EventRecord:
+    """One real-world happening (a person walking through, a fire) as the event log keeps it."""
+
+    id: str
+    camera: str
+    label: str
+    rule: str
+    score: float
+    box: Box | None
+    started_at: float
+    """Wall-clock epoch seconds."""
+    frame: int
+    pts: float
+    track_id: int | None = None
+    zones: list[str] = field(default_factory=list)
+    ended_at: float | None = None
+    snapshot: str | None = None
+    """Path of the event's best snapshot, relative to the snapshot folder."""
+
+
+@dataclass(slots=True)
+class AlertRecord:
+    """One alert as published (and first written to the outbox)."""
+
+    id: str
+    event_id: str
+    rule: str
+    camera: str
+    label: str
+    severity: str
+    text: str
+    at: float
+    """Wall-clock epoch seconds."""
+    frame: int
+    pts: float
+    box: Box | None = None
+    phase: str = "confirmed"
+    snapshot: str | None = None
