@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 from datetime import time as dtime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -26,6 +26,9 @@ def _check_name(value: str, what: str) -> str:
             "(it becomes part of MQTT topics)"
         )
     return value
+
+
+CameraName = Annotated[str, AfterValidator(lambda v: _check_name(v, "camera name"))]
 
 
 class DeviceConfig(Strict):
@@ -158,7 +161,7 @@ class EdgeConfig(Strict):
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     data_dir: str = "var"
     """Database and snapshots, relative to the config file's folder when relative."""
-    cameras: dict[str, CameraConfig] = Field(default_factory=dict)
+    cameras: dict[CameraName, CameraConfig] = Field(default_factory=dict)
     gate: GateConfig = Field(default_factory=GateConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     fire: FireConfig = Field(default_factory=FireConfig)
@@ -169,13 +172,6 @@ class EdgeConfig(Strict):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
-
-    @field_validator("cameras")
-    @classmethod
-    def _camera_names(cls, v: dict[str, CameraConfig]) -> dict[str, CameraConfig]:
-        for name in v:
-            _check_name(name, "camera name")
-        return v
 
     @model_validator(mode="after")
     def _rules_unique(self) -> EdgeConfig:

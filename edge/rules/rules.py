@@ -1,0 +1,87 @@
+"""Admin rules: which tracked detections matter, where and when."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from edge.config.models import FireConfig, RuleConfig
+from edge.rules.tracker import AREA_LABELS, Track
+
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+FIRE_REPEAT_S = 10.0
+"""Fire keeps alerting while it burns: people must not read one message and forget it."""
+
+
+def default_rules(watch: list[str], fire: FireConfig) -> list[RuleConfig]:
+    """One rule per watched label for quick starts (`--watch fire,person`)."""
+    rules = []
+    for label in watch:
+        if label in AREA_LABELS:
+            rules.append(
+                RuleConfig(
+                    name=label,
+                    label=label,
+                    min_score=fire.min_score,
+                    repeat_s=FIRE_REPEAT_S,
+                    severity="critical",
+                    text="Fire! Flames seen on {camera}" if label == "fire" else "Smoke seen on {camera}",
+                )
+            )
+        else:
+            rules.append(RuleConfig(name=label, label=label))
+    return rules
+
+
+def point_in_polygon(x: float, y: float, polygon: list[tuple[float, float]]) -> bool:
+    inside = False
+    n = len(polygon)
+    for i in range(n):
+        x1, y1 = polygon[i]
+        x2, y2 = polygon[(i + 1) % n]
+        if (y1 > y) != (y2 > y) and x < (x2 - x1) * (y - y1) / (y2 - y1) + x1:
+            inside = not inside
+    return inside
+
+
+class Rule:
+    """A validated RuleConfig with the checks the event machine asks of every tracked detection."""
+
+    def __init__(self, cfg: RuleConfig) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.label = cfg.label
+
+    def applies_to(self, camera: str) -> bool:
+        return self.cfg.cameras is None or camera in self.cfg.cameras
+
+    def in_schedule(self, now: datetime) -> bool:
+        if not self.cfg.schedule:
+            return True
+        day, clock = DAY_NAMES[now.weekday()], now.time()
+        for window in self.cfg.schedule:
+            if day not in window.days:
+                continue
+            if window.start <= window.end:
+                if window.start <= clock <= window.end:
+                    return True
+            elif clock >= window.start or clock <= window.end:  # overnight window, e.g. 22:00-06:00
+                return True
+        return False
+
+    def matches(self, track: Track, frame_w: int, frame_h: int) -> bool:
+        if track.label != self.label or track.score < self.cfg.min_score:
+            return False
+        x1, y1, x2, y2 = track.box
+        if (x2 - x1) * (y2 - y1) < self.cfg.min_area * frame_w * frame_h:
+            return False
+        if self.cfg.zone is None:
+            return True
+        # Objects stand where their feet are; a fire region counts where its centre is.
+        px = (x1 + x2) / 2 / frame_w
+        py = ((y1 + y2) / 2 if track.label in AREA_LABELS else y2) / frame_h
+        return point_in_polygon(px, py, self.cfg.zone)
+
+    def alert_text(self, camera: str) -> str:
+        template = self.cfg.text or "{Label} on {camera}"
+        return template.format(camera=camera, label=self.label, Label=self.label.capitalize(), rule=self.name)
