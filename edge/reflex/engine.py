@@ -1,0 +1,195 @@
+"""The object detector of the reflex engine: frame in, Detections in frame pixels out.
+
+Everything that depends on the model (input size, pre-processing, decoding, labels) comes from its
+manifest, and everything that can be computed once (grids, buffers, label masks) is computed once:
+this runs on every frame the gate lets through, so its cost is alert latency.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+from edge.config.models import ModelConfig
+from edge.reflex.backends import Backend, open_backend
+from edge.reflex.decoders import make_decoder
+from edge.reflex.manifest import ModelError, ModelManifest, load_manifest, resolve_model_path, verify_sha256
+from edge.types import Detection
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Letterbox(NamedTuple):
+    """How a frame was placed in the model input: input = frame * scale + pad, per axis."""
+
+    scale_x: float
+    scale_y: float
+    pad_x: float
+    pad_y: float
+
+
+class ObjectDetector:
+    """One model, one backend; detect() is serialised by a lock because it reuses its input buffers."""
+
+    def __init__(
+        self, manifest: ModelManifest, model_path: Path, cfg: ModelConfig, backend: Backend | None = None
+    ) -> None:
+        self.manifest = manifest
+        self.model_path = model_path
+        self.labels: tuple[str, ...] = tuple(manifest.labels)
+        """Class names the model knows; a label not in here (e.g. "fire") is never an object detection."""
+        self.score_threshold = cfg.score_threshold
+        self.nms_iou = cfg.nms_iou
+        self.backend: Backend = backend or open_backend(cfg.backend, model_path, cfg.threads)
+        self.last_timing: dict[str, float] = {}
+        """preprocess_ms, infer_ms and post_ms of the last detect(), apart because each is tuned apart."""
+        self._decoder = make_decoder(manifest)
+        self._label_ids = {name: i for i, name in enumerate(self.labels)}
+        self._masks: dict[frozenset[str], np.ndarray] = {}
+        self._lock = threading.Lock()
+
+        width, height = manifest.input.width, manifest.input.height
+        pre = manifest.preprocess
+        self._canvas = np.full((height, width, 3), pre.pad_value, np.uint8)
+        self._tensor = np.empty((1, 3, height, width), np.float32)
+        self._geometry: tuple[int, int] | None = None
+        self._letterbox = Letterbox(1.0, 1.0, 0.0, 0.0)
+        self._resized = (width, height)
+        self._mean = None if pre.mean is None else np.array(pre.mean, np.float32).reshape(3, 1, 1)
+        self._std = None if pre.std is None else np.array(pre.std, np.float32).reshape(3, 1, 1)
+        self._check_output()
+
+    def _check_output(self) -> None:
+        """Run once on a blank input: warms the backend up and proves the manifest describes this model."""
+        out = self.backend.infer(np.zeros_like(self._tensor))
+        want = (self._decoder.rows, 5 + len(self.labels))
+        if out.size != want[0] * want[1]:
+            raise ModelError(
+                f"{self.model_path}: model output {tuple(out.shape)} does not fit manifest "
+                f"{self.manifest.name!r} (expects {want[0]} rows of {want[1]})"
+            )
+
+    def _place(self, h: int, w: int) -> None:
+        """Work out where a frame of this size goes in the input; redone only when the size changes."""
+        width, height = self.manifest.input.width, self.manifest.input.height
+        pre = self.manifest.preprocess
+        if pre.letterbox == "stretch":
+            self._resized = (width, height)
+            self._letterbox = Letterbox(width / w, height / h, 0.0, 0.0)
+        else:
+            r = min(height / h, width / w)
+            nw, nh = max(1, min(width, int(w * r))), max(1, min(height, int(h * r)))
+            dx, dy = ((width - nw) // 2, (height - nh) // 2) if pre.letterbox == "centre" else (0, 0)
+            self._resized = (nw, nh)
+            self._letterbox = Letterbox(r, r, float(dx), float(dy))
+            self._canvas.fill(pre.pad_value)
+        self._geometry = (h, w)
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """BGR uint8 frame -> model input tensor, exactly as the manifest says, and where the frame went.
+
+        The tensor is a reused buffer, valid until the next call.
+        """
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected a BGR uint8 HxWx3 frame, got {image.dtype} {image.shape}")
+        h, w = image.shape[:2]
+        if self._geometry != (h, w):
+            self._place(h, w)
+        nw, nh = self._resized
+        x0, y0 = int(self._letterbox.pad_x), int(self._letterbox.pad_y)
+        # Resize straight into the canvas; the padding around it was filled by _place() and stays.
+        dst = self._canvas[y0 : y0 + nh, x0 : x0 + nw]
+        cv2.resize(image, (nw, nh), dst=dst, interpolation=cv2.INTER_LINEAR)
+        pre = self.manifest.preprocess
+        chw = self._canvas.transpose(2, 0, 1)
+        np.copyto(self._tensor[0], chw[::-1] if pre.colour == "rgb" else chw)
+        if pre.scale == "unit":
+            self._tensor *= np.float32(1.0 / 255.0)
+        if self._mean is not None:
+            self._tensor -= self._mean
+        if self._std is not None:
+            self._tensor /= self._std
+        return self._tensor, self._letterbox
+
+    def _class_mask(self, labels: set[str] | None) -> np.ndarray | None:
+        if labels is None:
+            return None
+        key = frozenset(labels)
+        mask = self._masks.get(key)
+        if mask is None:
+            mask = np.zeros(len(self.labels), bool)
+            mask[[self._label_ids[name] for name in key if name in self._label_ids]] = True
+            self._masks[key] = mask
+        return mask
+
+    def detect(self, image: np.ndarray, labels: set[str] | None = None) -> list[Detection]:
+        """Objects in a BGR frame, best first, boxes in frame pixels clipped to the frame.
+
+        `labels` keeps only those classes (None: all); names the model does not know, such as "fire",
+        simply match nothing, so a camera's watch list can be passed as it is.
+        """
+        with self._lock:
+            t0 = time.perf_counter()
+            tensor, lb = self.preprocess(image)
+            t1 = time.perf_counter()
+            output = self.backend.infer(tensor)
+            t2 = time.perf_counter()
+            boxes, scores, class_ids = self._decoder(output, self.score_threshold, self._class_mask(labels))
+            keep = self._nms(boxes, scores, class_ids)
+            h, w = image.shape[:2]
+            frame_boxes = (boxes[keep] - (lb.pad_x, lb.pad_y, lb.pad_x, lb.pad_y)) / (
+                lb.scale_x,
+                lb.scale_y,
+                lb.scale_x,
+                lb.scale_y,
+            )
+            np.clip(frame_boxes, 0.0, (w, h, w, h), out=frame_boxes)
+            found = [
+                Detection(label=self.labels[c], score=s, box=(x1, y1, x2, y2))
+                for (x1, y1, x2, y2), s, c in zip(
+                    frame_boxes.tolist(), scores[keep].tolist(), class_ids[keep].tolist(), strict=True
+                )
+            ]
+            t3 = time.perf_counter()
+            self.last_timing = {
+                "preprocess_ms": (t1 - t0) * 1e3,
+                "infer_ms": (t2 - t1) * 1e3,
+                "post_ms": (t3 - t2) * 1e3,
+            }
+        return found
+
+    def _nms(self, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
+        """Per-class NMS in one call: shifting each class by more than all boxes span keeps classes apart.
+
+        Same result as NMSBoxesBatched, but NMSBoxes also exists in the older OpenCV builds of JetPack.
+        """
+        if len(scores) < 2:
+            return np.arange(len(scores))
+        span = float(boxes.max() - boxes.min()) + 1.0
+        shifted = boxes + (class_ids * span)[:, None]
+        xywh = np.concatenate((shifted[:, :2], shifted[:, 2:] - shifted[:, :2]), axis=1)
+        return np.asarray(cv2.dnn.NMSBoxes(xywh, scores, 0.0, self.nms_iou), dtype=np.int64).reshape(-1)
+
+
+def build_detector(cfg: ModelConfig, base_dir: Path) -> ObjectDetector:
+    """Load the manifest, find and verify the model file, and open the configured backend.
+
+    Relative paths in cfg are resolved against base_dir (the config file's folder). A relative manifest
+    that is not there is taken from this checkout, and then so is the default models/cache/, so a config
+    kept elsewhere still works (edge.wiring looks labels up the same way). Raises ModelError (or
+    BackendError) with a one-line message.
+    """
+    manifest_rel = Path(cfg.manifest)
+    in_checkout = not (base_dir / manifest_rel).exists() and (REPO_ROOT / manifest_rel).exists()
+    root = REPO_ROOT if in_checkout else base_dir
+    manifest = load_manifest(root / manifest_rel)
+    model_path = resolve_model_path(manifest, cfg.path, base_dir if cfg.path else root)
+    if not model_path.is_file():
+        raise ModelError(f"model file not found: {model_path}; run tools/fetch_model or set model.path")
+    verify_sha256(model_path, manifest.sha256)
+    return ObjectDetector(manifest, model_path, cfg)
