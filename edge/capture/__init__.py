@@ -1,0 +1,10 @@
+"""Capture: frame sources (files, images, folders, rtsp/http, USB, CSI) and one thread per camera.
+
+`open_source()` is the synchronous reader (`edge scan`); `Camera` wraps it in a thread that keeps only
+the newest frame, paces files like a camera, and reconnects dead sources with backoff (`edge run`).
+"""
+
+from edge.capture.camera import Camera, CaptureStats
+from edge.capture.sources import FrameSource, SourceError, open_source
+
+__all__ = ["Camera", "CaptureStats", "FrameSource", "SourceError", "open_source"]
