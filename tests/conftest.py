@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import pytest
+
+from tests.support import MjpegServer, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -20,3 +24,21 @@ needs_shared = pytest.mark.skipif(
 @pytest.fixture(scope="session")
 def ground_truth() -> dict:
     return json.loads((DATA / "ground_truth.json").read_text())
+
+
+@pytest.fixture
+def mjpeg_server() -> Iterator[MjpegServer]:
+    if not DATA.is_dir():
+        pytest.skip(f"test media not found in {DATA}")
+    capture = cv2.VideoCapture(str(DATA / "non_fire_lookalike" / "intel_car-detection.mp4"))
+    jpegs = []
+    for _ in range(25):
+        ok, image = capture.read()
+        assert ok
+        jpegs.append(cv2.imencode(".jpg", cv2.resize(image, (384, 216)))[1].tobytes())
+    capture.release()
+    server = MjpegServer(jpegs, free_port())
+    server.start()
+    yield server
+    if not server._stopped.is_set():
+        server.stop()

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import socket
-import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
@@ -24,8 +20,9 @@ from edge.capture import Camera, SourceError, open_source
 from edge.capture.sources import GifSource
 from edge.config.models import CameraConfig
 from edge.types import Frame
+from tests.conftest import DATA
+from tests.support import MjpegServer, free_port, wait_until
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"test media not found in {DATA}")
 
 HOUSE6 = DATA / "fire" / "furg_house6.mp4"
@@ -56,15 +53,6 @@ def read_all(source_spec: str | Path) -> tuple[list[tuple[int, float]], int, flo
     finally:
         source.close()
     return items, source.corrupt, source.fps
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 # --- sources ------------------------------------------------------------------------------------
@@ -239,12 +227,6 @@ def test_csi_without_jetson_utils_says_what_is_missing() -> None:
         pytest.skip("jetson-utils is installed: csi://0 would open a real camera")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_rtsp_to_a_closed_port_fails_fast_with_the_reason_and_no_password() -> None:
     url = f"rtsp://admin:hunter2@127.0.0.1:{free_port()}/stream1"
     started = time.monotonic()
@@ -257,71 +239,6 @@ def test_rtsp_to_a_closed_port_fails_fast_with_the_reason_and_no_password() -> N
 
 
 # --- live stream (MJPEG over HTTP) ----------------------------------------------------------------
-
-
-class MjpegServer:
-    """Serves JPEG frames as multipart/x-mixed-replace at `fps` until stopped (like an IP camera)."""
-
-    def __init__(self, jpegs: list[bytes], port: int, fps: float = 25.0) -> None:
-        self.jpegs, self.port, self.fps = jpegs, port, fps
-        self._stopped = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-
-    def start(self) -> None:
-        server_ref = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                n = 0
-                try:
-                    while not server_ref._stopped.is_set():
-                        jpeg = server_ref.jpegs[n % len(server_ref.jpegs)]
-                        head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(
-                            jpeg
-                        )
-                        self.wfile.write(head + jpeg + b"\r\n")
-                        n += 1
-                        time.sleep(1 / server_ref.fps)
-                except OSError:  # the client went away
-                    pass
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._stopped.clear()
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-
-    def stop(self) -> None:
-        """Drop every client connection and stop listening, as a camera losing power would."""
-        assert self._server is not None
-        self._stopped.set()
-        self._server.shutdown()
-        self._server.server_close()
-
-
-@pytest.fixture
-def mjpeg_server() -> Iterator[MjpegServer]:
-    if not DATA.is_dir():
-        pytest.skip(f"test media not found in {DATA}")
-    capture = cv2.VideoCapture(str(CAR))
-    jpegs = []
-    for _ in range(25):
-        ok, image = capture.read()
-        assert ok
-        jpegs.append(cv2.imencode(".jpg", cv2.resize(image, (384, 216)))[1].tobytes())
-    capture.release()
-    server = MjpegServer(jpegs, free_port())
-    server.start()
-    yield server
-    if not server._stopped.is_set():
-        server.stop()
 
 
 def test_opencv_ffmpeg_reads_the_test_mjpeg_stream(mjpeg_server: MjpegServer) -> None:

@@ -21,7 +21,10 @@ def test_example_config_loads() -> None:
     ("text", "expected"),
     [
         ("gate:\n  width: 100\n  treshold: 3\n", "c.yaml:3: gate.treshold: unknown key 'treshold'"),
-        ("cameras:\n  front:\n    source: x\n    lop: true\n", "c.yaml:4: cameras.front.lop: unknown key 'lop'"),
+        (
+            "cameras:\n  front:\n    source: x\n    lop: true\n",
+            "c.yaml:4: cameras.front.lop: unknown key 'lop'",
+        ),
         ("colour: blue\n", "c.yaml:1: colour: unknown key 'colour'"),
         ("gate: [1, 2\n", "c.yaml:2: not valid YAML"),
         ("- 1\n", "c.yaml:1: the config must be a mapping"),
@@ -44,6 +47,9 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 
 def test_rule_naming_an_unknown_camera_is_rejected() -> None:
-    text = "cameras:\n  door:\n    source: a.mp4\nrules:\n  - name: r\n    label: person\n    cameras: [yard]\n"
+    text = (
+        "cameras:\n  door:\n    source: a.mp4\n"
+        "rules:\n  - name: r\n    label: person\n    cameras: [yard]\n"
+    )
     with pytest.raises(ConfigError, match="unknown camera 'yard'"):
         parse_config(text, "c.yaml")

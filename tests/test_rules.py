@@ -47,7 +47,9 @@ class Scene:
         return [t for t in self.out if t.kind == kind]
 
 
-def walk(frames: int, start_x: float = 0, speed: float = 8, gaps: tuple[int, ...] = ()) -> list[list[Detection]]:
+def walk(
+    frames: int, start_x: float = 0, speed: float = 8, gaps: tuple[int, ...] = ()
+) -> list[list[Detection]]:
     return [[] if i in gaps else [person(start_x + speed * i)] for i in range(frames)]
 
 

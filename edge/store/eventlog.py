@@ -1,0 +1,485 @@
+"""The event log: events, appearances, alerts, snapshots and the MQTT outbox in one SQLite file.
+
+One `EventLog` is shared by every thread of the appliance (a writer per camera, the MQTT publisher
+draining the outbox, the CLI and admin page reading). Each call opens a short session; writes also
+take an in-process lock, because handing the SQLite write lock over through a Python lock is
+immediate, while SQLite's own busy handler sleeps in steps of milliseconds, which would show up in
+the frame-to-alert latency. Other processes on the same file are serialised by BEGIN IMMEDIATE and
+busy_timeout (see db.py).
+
+Ordering the callers rely on: `ensure_camera` before events of that camera, `event_started` before
+alerts and snapshots of that event (foreign keys); `alert()` before `save_snapshot()` so JPEG encoding
+never delays the alert commit. Every failure surfaces as `StoreError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+from sqlalchemy import Insert, Table, func, insert, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from edge.config.models import RetentionConfig, RuleConfig
+from edge.store import retention
+from edge.store.db import WRITE_OPTION, StoreError, dumps, guard, make_engine
+from edge.store.migrations import migrate
+from edge.store.models import Alert, Appearance, Camera, Event, Outbox, Rule, Snapshot, undelivered
+from edge.store.retention import RetentionReport
+from edge.store.snapshots import relative_path, remove_file, render_jpeg, write_atomic
+from edge.types import AlertRecord, Box, EventRecord
+
+log = logging.getLogger(__name__)
+
+DAY_S = 86_400.0
+MIB = 1024 * 1024
+DELETE_BATCH = 100
+"""Events or snapshots deleted per transaction: retention must not hold the write lock for long."""
+RECLAIM_PAGES = 2048
+"""Free pages handed back per reclaim (8 MiB of 4 KiB pages): bounds the time the write lock is held."""
+
+AppearanceRow = tuple[str | None, str, str, int | None, float, float, Box]
+"""(event_id, camera, label, track_id, at, score, box)."""
+
+CAMERAS = cast(Table, Camera.__table__)
+RULES = cast(Table, Rule.__table__)
+EVENTS = cast(Table, Event.__table__)
+APPEARANCES = cast(Table, Appearance.__table__)
+ALERTS = cast(Table, Alert.__table__)
+OUTBOX = cast(Table, Outbox.__table__)
+SNAPSHOTS = cast(Table, Snapshot.__table__)
+
+
+def _upsert(table: Table, keep: tuple[str, ...] = (), coalesce: tuple[str, ...] = ()) -> Insert:
+    """INSERT ... ON CONFLICT(pk) DO UPDATE, built once and reused (no per-call statement building).
+
+    `keep` columns keep their first value; `coalesce` columns are only overwritten by non-NULL values
+    (an update never clears a snapshot or re-opens an ended event).
+    """
+    stmt = sqlite_insert(table)
+    pk = [c.name for c in table.primary_key]
+    sets: dict[str, Any] = {}
+    for col in table.c:
+        if col.name in pk or col.name in keep:
+            continue
+        new = stmt.excluded[col.name]
+        sets[col.name] = func.coalesce(new, col) if col.name in coalesce else new
+    return stmt.on_conflict_do_update(index_elements=pk, set_=sets)
+
+
+_CAMERA_UPSERT = _upsert(CAMERAS, keep=("created_at", "detect", "alerts"))
+_RULE_UPSERT = _upsert(RULES)
+_EVENT_UPSERT = _upsert(EVENTS, keep=("camera", "started_at"), coalesce=("ended_at", "snapshot"))
+_ALERT_UPSERT = _upsert(ALERTS, keep=("event_id",), coalesce=("snapshot",))
+_OUTBOX_INSERT = insert(OUTBOX)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """One message for the publisher; publish `payload` as is, then `mark_delivered([id])` on PUBACK."""
+
+    id: int
+    """Delivery order."""
+    kind: str
+    topic: str
+    payload: str
+    """JSON text, identical on every retry."""
+    message_id: str
+    """Stable id consumers de-duplicate by."""
+    created_at: float
+    attempts: int
+
+
+def _json_text(payload: dict, what: str) -> str:
+    """The payload as the JSON text to publish; a value JSON cannot carry is the caller's bug, said
+    as a StoreError so that it is logged like any other failed write."""
+    try:
+        return dumps(payload)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{what}: payload is not JSON: {exc}") from exc
+
+
+def _box(box: Box | None) -> list[float] | None:
+    return None if box is None else [float(v) for v in box]
+
+
+class EventLog:
+    """Thread-safe facade over the event database and the snapshot folder under `data_dir`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        """Open (or create) `data_dir/events.db` and `data_dir/snapshots`, migrating the schema."""
+        self.data_dir = Path(data_dir)
+        self.db_path = self.data_dir / "events.db"
+        self.snapshot_dir = self.data_dir / "snapshots"
+        self._lock = threading.Lock()
+        with guard(f"cannot open the event log in {self.data_dir}"):
+            self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+            self._engine = make_engine(self.db_path)
+            try:
+                migrate(self._engine)
+            except BaseException:
+                self._engine.dispose()
+                raise
+        self._writer = sessionmaker(self._engine.execution_options(**{WRITE_OPTION: True}))
+        self._reader = sessionmaker(self._engine)
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[Session]:
+        """One short write transaction, committed on exit (durable against a process crash)."""
+        with guard(what), self._lock, self._writer() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _read(self, what: str) -> Iterator[Session]:
+        """One short read transaction on a consistent snapshot; never blocks writers (WAL)."""
+        with guard(what), self._reader() as session:
+            yield session
+
+    # -- cameras, rules, events -----------------------------------------------------------------
+
+    def ensure_camera(self, name: str, source: str) -> None:
+        """Register a camera (or update its source) so events can reference it."""
+        row = {"name": name, "source": source, "created_at": time.time(), "detect": True, "alerts": True}
+        with self._write(f"cannot store camera {name!r}") as s:
+            s.execute(_CAMERA_UPSERT, row)
+
+    def ensure_rule(self, rule: RuleConfig) -> None:
+        """Record the rule as configured now, so events naming it can be explained later."""
+        row = {
+            "name": rule.name,
+            "label": rule.label,
+            "config": rule.model_dump(mode="json"),
+            "updated_at": time.time(),
+        }
+        with self._write(f"cannot store rule {rule.name!r}") as s:
+            s.execute(_RULE_UPSERT, row)
+
+    def _write_event(self, ev: EventRecord, ended_at: float | None, what: str) -> None:
+        row = {
+            "id": ev.id,
+            "camera": ev.camera,
+            "label": ev.label,
+            "rule": ev.rule,
+            "score": float(ev.score),
+            "box": _box(ev.box),
+            "zones": list(ev.zones),
+            "track_id": ev.track_id,
+            "started_at": float(ev.started_at),
+            "ended_at": ended_at,
+            "frame": int(ev.frame),
+            "pts": float(ev.pts),
+            "snapshot": ev.snapshot,
+            "updated_at": time.time(),
+        }
+        with self._write(f"cannot store {what} of event {ev.id} (camera {ev.camera!r})") as s:
+            s.execute(_EVENT_UPSERT, row)
+
+    def event_started(self, ev: EventRecord) -> None:
+        """Insert the event (an upsert, so a repeated start after a restart is harmless)."""
+        self._write_event(ev, ev.ended_at, "start")
+
+    def event_updated(self, ev: EventRecord) -> None:
+        """Rewrite score, box, zones, frame... of a running event; never clears its snapshot."""
+        self._write_event(ev, ev.ended_at, "update")
+
+    def event_ended(self, ev: EventRecord) -> None:
+        """Close the event; `ended_at` defaults to now when the record has none."""
+        self._write_event(ev, time.time() if ev.ended_at is None else ev.ended_at, "end")
+
+    def add_appearances(self, rows: list[AppearanceRow]) -> None:
+        """Insert many sightings in one transaction (one executemany: cheap per row)."""
+        if not rows:
+            return
+        params = [
+            {
+                "event_id": event_id,
+                "camera": camera,
+                "label": label,
+                "track_id": track_id,
+                "at": float(at),
+                "score": float(score),
+                "box": _box(box),
+            }
+            for event_id, camera, label, track_id, at, score, box in rows
+        ]
+        with self._write(f"cannot store {len(rows)} appearances") as s:
+            s.execute(insert(APPEARANCES), params)
+
+    # -- alerts and the outbox ------------------------------------------------------------------
+
+    @staticmethod
+    def _enqueue(session: Session, kind: str, topic: str, payload: str, message_id: str) -> int:
+        row = {
+            "kind": kind,
+            "topic": topic,
+            "payload": payload,
+            "message_id": message_id,
+            "created_at": time.time(),
+            "attempts": 0,
+        }
+        return int(session.execute(_OUTBOX_INSERT, row).inserted_primary_key[0])
+
+    def alert(self, alert: AlertRecord, payload: dict, topic: str) -> int:
+        """Store the alert and its outbox row in ONE committed transaction; returns the outbox id.
+
+        The commit is on the frame-to-alert latency path, so this does two prepared statements and
+        nothing else (no reads, no JPEG). The same alert id again (a phase change) updates the alert
+        row and queues a new message with the same message_id.
+        """
+        what = f"cannot store alert {alert.id} of event {alert.event_id}"
+        text = _json_text(payload, what)
+        row = {
+            "id": alert.id,
+            "event_id": alert.event_id,
+            "rule": alert.rule,
+            "camera": alert.camera,
+            "label": alert.label,
+            "severity": alert.severity,
+            "text": alert.text,
+            "at": float(alert.at),
+            "phase": alert.phase,
+            "frame": int(alert.frame),
+            "pts": float(alert.pts),
+            "box": _box(alert.box),
+            "snapshot": alert.snapshot,
+        }
+        with self._write(what) as s:
+            s.execute(_ALERT_UPSERT, row)
+            return self._enqueue(s, "alert", topic, text, alert.id)
+
+    def enqueue(self, kind: str, topic: str, payload: dict, message_id: str) -> int:
+        """Queue any other message (event transitions...) behind the alerts already queued."""
+        what = f"cannot queue {kind} message {message_id}"
+        text = _json_text(payload, what)
+        with self._write(what) as s:
+            return self._enqueue(s, kind, topic, text, message_id)
+
+    def outbox_pending(self, limit: int = 100) -> list[OutboxMessage]:
+        """Undelivered, not dropped messages in delivery (id) order."""
+        cols = [OUTBOX.c[f.name] for f in fields(OutboxMessage)]
+        stmt = select(*cols).where(undelivered()).order_by(OUTBOX.c.id).limit(limit)
+        with self._read("cannot read the outbox") as s:
+            return [OutboxMessage(**row._mapping) for row in s.execute(stmt)]
+
+    def mark_delivered(self, outbox_ids: list[int]) -> None:
+        """Record the broker's acknowledgement; repeated acks keep the first time."""
+        if not outbox_ids:
+            return
+        now = time.time()
+        with self._write(f"cannot mark {len(outbox_ids)} outbox messages delivered") as s:
+            for start in range(0, len(outbox_ids), retention.CHUNK):
+                chunk = outbox_ids[start : start + retention.CHUNK]
+                s.execute(
+                    update(OUTBOX)
+                    .where(OUTBOX.c.id.in_(chunk), OUTBOX.c.delivered_at.is_(None))
+                    .values(delivered_at=now)
+                )
+
+    def mark_attempt(self, outbox_id: int) -> None:
+        """Count a publish attempt (for back-off and for spotting messages the broker keeps refusing)."""
+        with self._write(f"cannot count an attempt for outbox message {outbox_id}") as s:
+            s.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id).values(attempts=OUTBOX.c.attempts + 1))
+
+    def outbox_depth(self) -> int:
+        """How many messages wait for the broker (published in the stats topic)."""
+        with self._read("cannot read the outbox") as s:
+            return int(s.scalar(select(func.count()).select_from(OUTBOX).where(undelivered())) or 0)
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def save_snapshot(
+        self, event_id: str, image: np.ndarray, box: Box | None, label: str, score: float
+    ) -> str:
+        """Write the annotated JPEG and make it the snapshot of the event and of its alerts that have
+        none yet; returns its path relative to the snapshot folder.
+
+        Encoding and the file write happen outside the write lock, so camera threads keep committing.
+        """
+        what = f"cannot save a snapshot of event {event_id}"
+        with self._read(what) as s:
+            camera = s.scalar(select(EVENTS.c.camera).where(EVENTS.c.id == event_id))
+        if camera is None:
+            raise StoreError(f"{what}: no such event (event_started must come first)")
+        try:
+            jpeg = render_jpeg(image, box, label, score)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise StoreError(f"{what}: {exc}") from exc
+        now = time.time()
+        rel = relative_path(camera, event_id, now)
+        with guard(what):
+            write_atomic(self.snapshot_dir / rel, jpeg)
+        try:
+            with self._write(what) as s:
+                s.execute(
+                    insert(SNAPSHOTS),
+                    {"event_id": event_id, "path": rel, "created_at": now, "bytes": len(jpeg)},
+                )
+                s.execute(update(EVENTS).where(EVENTS.c.id == event_id).values(snapshot=rel))
+                s.execute(  # the alert just committed (alert() comes first) gets this picture too
+                    update(ALERTS)
+                    .where(ALERTS.c.event_id == event_id, ALERTS.c.snapshot.is_(None))
+                    .values(snapshot=rel)
+                )
+        except StoreError:
+            with contextlib.suppress(OSError):  # no file without a row: retention could never find it
+                remove_file(self.snapshot_dir, rel)
+            raise
+        return rel
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def events(
+        self,
+        *,
+        limit: int = 50,
+        camera: str | None = None,
+        label: str | None = None,
+        since: float | None = None,
+    ) -> list[dict]:
+        """Events started at or after `since`, newest first, as JSON-ready dicts."""
+        stmt = select(EVENTS).order_by(EVENTS.c.started_at.desc(), EVENTS.c.id.desc()).limit(limit)
+        if camera is not None:
+            stmt = stmt.where(EVENTS.c.camera == camera)
+        if label is not None:
+            stmt = stmt.where(EVENTS.c.label == label)
+        if since is not None:
+            stmt = stmt.where(EVENTS.c.started_at >= since)
+        with self._read("cannot read events") as s:
+            return [dict(row._mapping) for row in s.execute(stmt)]
+
+    def alerts(self, *, event_id: str | None = None, limit: int = 100) -> list[dict]:
+        """Alerts, newest first, optionally of one event, as JSON-ready dicts."""
+        stmt = select(ALERTS).order_by(ALERTS.c.at.desc(), ALERTS.c.id.desc()).limit(limit)
+        if event_id is not None:
+            stmt = stmt.where(ALERTS.c.event_id == event_id)
+        with self._read("cannot read alerts") as s:
+            return [dict(row._mapping) for row in s.execute(stmt)]
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def apply_retention(
+        self,
+        cfg: RetentionConfig,
+        now: float | None = None,
+        *,
+        free_bytes: Callable[[], int] | None = None,
+    ) -> RetentionReport:
+        """Delete by age, then by disk space; undelivered outbox rows and their alerts always stay.
+
+        `free_bytes` reports free bytes on the data disk (default: shutil.disk_usage); tests inject
+        one instead of filling a real disk. "MB" in `min_free_mb` means MiB.
+        """
+        now = time.time() if now is None else now
+        report = RetentionReport()
+        self._retain_by_age(now - cfg.max_age_days * DAY_S, report)
+        need = int(cfg.min_free_mb * MIB)
+        if need > 0:
+            self._retain_by_disk(need, free_bytes or self._disk_free, report)
+        self._reclaim()
+        if report.undelivered_kept:
+            log.warning(
+                "event log: kept %d outbox messages older than %g days because the broker never "
+                "acknowledged them (is MQTT reachable?)",
+                report.undelivered_kept,
+                cfg.max_age_days,
+            )
+        if report.events_deleted or report.snapshots_deleted:
+            log.info("event log retention: %s", report)
+        return report
+
+    def _disk_free(self) -> int:
+        with guard(f"cannot measure free space under {self.data_dir}"):
+            return shutil.disk_usage(self.data_dir).free
+
+    def _retain_by_age(self, cutoff: float, report: RetentionReport) -> None:
+        """In batches of short transactions, so camera threads can commit alerts in between."""
+        with self._write("retention by age failed") as s:
+            report.undelivered_kept = retention.count_old_undelivered(s, cutoff)
+            retention.prune_outbox(s, cutoff)
+        while True:
+            with self._write("retention by age failed") as s:
+                ids = retention.expired_events(s, cutoff, DELETE_BATCH)
+                paths = retention.delete_events(s, ids)
+            if not ids:
+                break
+            report.events_deleted += len(ids)
+            self._remove_files(paths, report)
+        while True:
+            with self._write("retention by age failed") as s:
+                if not retention.delete_stray_appearances(s, cutoff, DELETE_BATCH * 10):
+                    break
+
+    def _retain_by_disk(self, need: int, free: Callable[[], int], report: RetentionReport) -> None:
+        """Oldest snapshot files first (they hold nearly all the bytes), then oldest ended events.
+
+        Event rounds stop when a round gives no space back: then something else fills the disk, and
+        deleting more history would only destroy evidence without helping.
+        """
+        while free() < need:
+            with self._read("retention by disk failed") as s:
+                batch = retention.oldest_snapshots(s, DELETE_BATCH)
+            if not batch:
+                break
+            removed: list[tuple[int, str]] = []
+            with guard("retention by disk failed"):
+                for sid, path in batch:
+                    if free() >= need:
+                        break
+                    report.bytes_freed += remove_file(self.snapshot_dir, path)
+                    removed.append((sid, path))
+            with self._write("retention by disk failed") as s:
+                retention.forget_snapshots(s, removed)
+            report.snapshots_deleted += len(removed)
+        while (before := free()) < need:
+            with self._write("retention by disk failed") as s:
+                ids = retention.oldest_ended_events(s, DELETE_BATCH)
+                paths = retention.delete_events(s, ids)
+            if not ids:
+                break
+            report.events_deleted += len(ids)
+            self._remove_files(paths, report)
+            self._reclaim()
+            if free() <= before:
+                log.warning("event log: deleting old events frees no disk space; something else fills it")
+                break
+        if free() < need:
+            log.warning("event log: free disk space is still below %d MiB after retention", need // MIB)
+
+    def _remove_files(self, paths: list[str], report: RetentionReport) -> None:
+        with guard("cannot delete snapshot files"):
+            for path in paths:
+                report.bytes_freed += remove_file(self.snapshot_dir, path)
+                report.snapshots_deleted += 1
+
+    def _reclaim(self) -> None:
+        """Give freed database pages back to the file system, in bounded steps.
+
+        An incremental vacuum moves free pages to the end of the file (a short write, under the
+        write lock); a PASSIVE checkpoint then copies the WAL into the file and truncates it. PASSIVE
+        never waits for readers or blocks writers, unlike TRUNCATE, which would stall alert commits.
+        executescript, because the sqlite3 module's execute() steps this pragma only once (one page).
+        """
+        raw = self._engine.raw_connection()
+        try:
+            with guard("cannot reclaim database space"):
+                with self._lock:
+                    raw.driver_connection.executescript(f"PRAGMA incremental_vacuum({RECLAIM_PAGES});")
+                raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            raw.close()
+
+    def close(self) -> None:
+        """Close every pooled connection (SQLite checkpoints the WAL when the last one closes)."""
+        self._engine.dispose()

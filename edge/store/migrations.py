@@ -1,0 +1,74 @@
+"""A tiny versioned schema migration runner keyed on SQLite's `PRAGMA user_version`.
+
+Why not Alembic: it brings Mako templates, a migration script tree and its own version table, and it
+must be shipped and run on devices that update themselves unattended. The appliance has one SQLite
+file and a handful of tables; an ordered list of Python steps that run inside one transaction is
+enough, adds no dependency, and an update either migrates completely or not at all.
+
+How it works:
+
+- a new (empty) database gets the current schema from `Base.metadata.create_all` and is stamped with
+  the latest version, because the models already describe the final shape;
+- a database written by an older release runs every step newer than its `user_version`, in order;
+- a database from a newer release is refused (no silent downgrade).
+
+To change the schema, edit the model in `models.py` and append a step, e.g.::
+
+    def _v2_event_note(conn: Connection) -> None:
+        conn.exec_driver_sql("ALTER TABLE events ADD COLUMN note TEXT")
+
+    STEPS = [(1, _v1_create_schema), (2, _v2_event_note)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import Connection
+
+from edge.store.db import WRITE_OPTION, StoreError
+from edge.store.models import Base
+
+Step = Callable[[Connection], None]
+
+
+def _v1_create_schema(conn: Connection) -> None:
+    Base.metadata.create_all(conn)
+
+
+STEPS: list[tuple[int, Step]] = [(1, _v1_create_schema)]
+LATEST = STEPS[-1][0]
+
+
+def user_version(conn: Connection) -> int:
+    """The schema version stamped in the database header."""
+    return int(conn.exec_driver_sql("PRAGMA user_version").scalar_one())
+
+
+def _stamp(conn: Connection, version: int) -> None:
+    conn.exec_driver_sql(f"PRAGMA user_version = {int(version)}")
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the database to LATEST in one write transaction; returns the version it ends at.
+
+    BEGIN IMMEDIATE makes two processes opening the same new file at once take turns, so the second
+    sees the first one's stamp and does nothing.
+    """
+    with engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
+        current = user_version(conn)
+        if current > LATEST:
+            raise StoreError(
+                f"the event log schema is version {current}, newer than this release knows ({LATEST}); "
+                "refusing to downgrade it"
+            )
+        if current == 0:
+            _v1_create_schema(conn)
+            _stamp(conn, LATEST)
+            return LATEST
+        for version, step in STEPS:
+            if version > current:
+                step(conn)
+                _stamp(conn, version)
+    return LATEST

@@ -1,0 +1,173 @@
+"""Tables of the event log (SQLAlchemy 2 typed declarative mapping).
+
+Timestamps are wall-clock epoch seconds (REAL) so that rows compare directly with `time.time()` and
+with the `at`/`started_at` fields of the MQTT payloads. Boxes and zones are JSON lists, as published.
+Indexes exist only where a query needs one: every index costs time on the write path of a small device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ColumnElement,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    and_,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base; `Base.metadata` is what migration v1 creates."""
+
+
+class Camera(Base):
+    """A camera the appliance has seen; detect/alerts are the persisted MQTT switches."""
+
+    __tablename__ = "cameras"
+
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    source: Mapped[str] = mapped_column(String)
+    created_at: Mapped[float] = mapped_column(Float)
+    detect: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("1"))
+    alerts: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("1"))
+
+
+class Rule(Base):
+    """The rule as configured when events named it, so old events stay explainable after edits."""
+
+    __tablename__ = "rules"
+
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    label: Mapped[str] = mapped_column(String)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class Event(Base):
+    """One real-world happening, written at start and rewritten on update and end."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_camera_started", "camera", "started_at"),
+        Index("ix_events_label_started", "label", "started_at"),
+        Index("ix_events_started", "started_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    camera: Mapped[str] = mapped_column(ForeignKey("cameras.name"))
+    label: Mapped[str] = mapped_column(String)
+    rule: Mapped[str] = mapped_column(String)
+    score: Mapped[float] = mapped_column(Float)
+    box: Mapped[list[float] | None] = mapped_column(JSON)
+    zones: Mapped[list[str]] = mapped_column(JSON)
+    track_id: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float)
+    frame: Mapped[int] = mapped_column(Integer)
+    pts: Mapped[float] = mapped_column(Float)
+    snapshot: Mapped[str | None] = mapped_column(String)
+    """Path relative to the snapshot folder."""
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class Appearance(Base):
+    """Who/what was seen where and when (one row per sampled track sighting), for later questions."""
+
+    __tablename__ = "appearances"
+    __table_args__ = (
+        Index("ix_appearances_camera_at", "camera", "at"),
+        Index("ix_appearances_at", "at"),
+        Index("ix_appearances_event", "event_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str | None] = mapped_column(ForeignKey("events.id"))
+    camera: Mapped[str] = mapped_column(String)
+    label: Mapped[str] = mapped_column(String)
+    track_id: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)
+    box: Mapped[list[float]] = mapped_column(JSON)
+
+
+class Alert(Base):
+    """An alert as published; the same id rewritten means a phase change (provisional -> confirmed)."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_event", "event_id"), Index("ix_alerts_at", "at"))
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id"))
+    rule: Mapped[str] = mapped_column(String)
+    camera: Mapped[str] = mapped_column(String)
+    label: Mapped[str] = mapped_column(String)
+    severity: Mapped[str] = mapped_column(String)
+    text: Mapped[str] = mapped_column(Text)
+    at: Mapped[float] = mapped_column(Float)
+    phase: Mapped[str] = mapped_column(String)
+    frame: Mapped[int] = mapped_column(Integer)
+    pts: Mapped[float] = mapped_column(Float)
+    box: Mapped[list[float] | None] = mapped_column(JSON)
+    snapshot: Mapped[str | None] = mapped_column(String)
+
+
+class Outbox(Base):
+    """Messages waiting for (or done with) the broker; the id is the delivery order.
+
+    AUTOINCREMENT keeps ids increasing even after retention deletes the newest delivered rows, so a
+    reused id can never reorder deliveries. The payload is the exact JSON text to publish, so every
+    retry sends the same bytes.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index(
+            "ix_outbox_pending",
+            "id",
+            sqlite_where=text("delivered_at IS NULL AND dropped_at IS NULL"),
+        ),
+        Index("ix_outbox_message_id", "message_id"),
+        Index("ix_outbox_created", "created_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String)
+    """'alert', 'event', ... (what the payload is)."""
+    topic: Mapped[str] = mapped_column(String)
+    payload: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(String)
+    """Stable id consumers de-duplicate by (the alert id for alerts)."""
+    created_at: Mapped[float] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    delivered_at: Mapped[float | None] = mapped_column(Float)
+    dropped_at: Mapped[float | None] = mapped_column(Float)
+    drop_reason: Mapped[str | None] = mapped_column(String)
+
+
+def undelivered() -> ColumnElement[bool]:
+    """Outbox rows still to publish (matches the partial index ix_outbox_pending)."""
+    return and_(Outbox.delivered_at.is_(None), Outbox.dropped_at.is_(None))
+
+
+class Snapshot(Base):
+    """A JPEG file under the snapshot folder; `bytes` lets retention account for freed space."""
+
+    __tablename__ = "snapshots"
+    __table_args__ = (Index("ix_snapshots_event", "event_id"), Index("ix_snapshots_created", "created_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id"))
+    path: Mapped[str] = mapped_column(String)
+    """Relative to the snapshot folder, '/'-separated."""
+    created_at: Mapped[float] = mapped_column(Float)
+    bytes: Mapped[int] = mapped_column(Integer)
