@@ -1,0 +1,265 @@
+"""Fire detector on the real shared media: fire clips fire fast and keep firing, look-alikes never do.
+
+Media come from ``../shared/data`` next to the repository (never copied into it); the tests skip with a
+reason when that folder is missing. Every clip is decoded once and fed to one detector per call stride
+(every frame, every 2nd, every 3rd), the way the silence gate may wake the reflex engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.config.models import FireConfig
+from edge.reflex import fire
+from edge.reflex.fire import FireDetector
+from edge.types import Detection
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DATA = SHARED / "data"
+pytestmark = pytest.mark.skipif(
+    not DATA.is_dir(), reason=f"shared test media not found at {DATA} (expected ../shared next to the repo)"
+)
+
+STRIDES = (1, 2, 3)
+FIRE_CLIPS = ("fire/furg_house6.mp4", "fire/fdv_visual_fire.mp4")
+FIRE_BY_S = 1.0
+"""Stream time by which fire must be reported twice: the event logic starts an event on two hits."""
+MIN_COVERAGE = 0.9
+"""Share of calls from 1 s on that must report fire (short gaps are bridged downstream)."""
+NON_FIRE_CLIPS = (
+    "non_fire_lookalike/intel_worker-zone-detection.gif",
+    "non_fire_lookalike/intel_car-detection.mp4",
+    "non_fire_lookalike/intel_fruit-and-vegetable-detection.gif",
+    "people/intel_one-by-one-person-detection.mp4",
+    "people/intel_store-aisle-detection.gif",
+    "people/intel_person-bicycle-car-detection.gif",
+)
+STILLS = (
+    "non_fire_lookalike/sunset_udaipur.jpg",
+    "non_fire_lookalike/street_market_hong_kong.jpg",
+    "images/coffee.png",
+    "images/chelsea.png",
+    "images/astronaut.png",
+)
+STILL_FPS = 15.0
+STILL_CALLS = 30
+
+
+def decode(path: Path) -> Iterator[tuple[int, float, np.ndarray]]:
+    """(index, pts, BGR frame) of every frame, pts = index / fps as the red loop stamps file sources."""
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    assert cap.isOpened() and fps > 0, f"OpenCV cannot read {path}"
+    index = 0
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield index, index / fps, frame
+            index += 1
+    finally:
+        cap.release()
+    assert index > 0, f"no frames decoded from {path}"
+
+
+def run_strides(path: Path, until_s: float | None = None) -> dict[int, list[tuple[float, list[Detection]]]]:
+    """Decode once; for each stride, a fresh detector's (pts, detections) per call."""
+    detectors = {stride: FireDetector(FireConfig()) for stride in STRIDES}
+    calls: dict[int, list[tuple[float, list[Detection]]]] = {stride: [] for stride in STRIDES}
+    for index, pts, frame in decode(path):
+        if until_s is not None and pts > until_s:
+            break
+        for stride, det in detectors.items():
+            if index % stride == 0:
+                calls[stride].append((pts, det.detect(frame, pts)))
+    return calls
+
+
+def still_sequences(image: np.ndarray) -> Iterator[tuple[str, list[np.ndarray]]]:
+    """One still as a camera might deliver it over 2 s: unchanged, noisy, slowly panned."""
+    rng = np.random.default_rng(7)
+    h, w = image.shape[:2]
+    yield "repeated", [image] * STILL_CALLS
+    yield (
+        "noisy",
+        [
+            np.clip(image + rng.normal(0, 4.0, image.shape), 0, 255).astype(np.uint8)
+            for _ in range(STILL_CALLS)
+        ],
+    )
+    for px in (1, 2):
+        crops = [image[:, px * i : w - px * STILL_CALLS + px * i] for i in range(STILL_CALLS)]
+        yield f"panned {px} px/frame", [np.ascontiguousarray(c) for c in crops]
+    yield (
+        "panned 1 px/frame diagonally",
+        [
+            np.ascontiguousarray(image[i : h - STILL_CALLS + i, i : w - STILL_CALLS + i])
+            for i in range(STILL_CALLS)
+        ],
+    )
+
+
+def house6_flames(index: int) -> list[tuple[float, float, float, float]]:
+    """The dataset authors' flame rectangles for one frame of furg_house6, as x1, y1, x2, y2."""
+    storage = cv2.FileStorage(str(DATA / "fire/furg_house6_annotations.xml"), cv2.FILE_STORAGE_READ)
+    try:
+        rects = storage.getNode("frames").at(index).getNode("annotations")
+        out = []
+        for i in range(rects.size()):
+            x, y, w, h = (rects.at(i).at(k).real() for k in range(4))
+            out.append((x, y, x + w, y + h))
+        return out
+    finally:
+        storage.release()
+
+
+@pytest.mark.parametrize("clip", FIRE_CLIPS)
+def test_fire_clip_fires_within_a_second_and_keeps_firing(clip: str) -> None:
+    calls = run_strides(DATA / clip)
+    for stride, seen in calls.items():
+        hits = [pts for pts, found in seen if found]
+        assert len([pts for pts in hits if pts < FIRE_BY_S]) >= 2, (
+            f"{clip}, every {stride} frame(s): fire at {hits[:3]} s, need two hits before {FIRE_BY_S} s"
+        )
+        late = [bool(found) for pts, found in seen if pts >= 1.0]
+        coverage = sum(late) / len(late)
+        assert coverage >= MIN_COVERAGE, (
+            f"{clip}, every {stride} frame(s): coverage {coverage:.3f} from 1 s on"
+        )
+
+
+@pytest.mark.parametrize("clip", FIRE_CLIPS)
+def test_detections_are_well_formed(clip: str) -> None:
+    cfg = FireConfig()
+    det = FireDetector(cfg)
+    for _, pts, frame in decode(DATA / clip):
+        if pts > 3.0:
+            break
+        h, w = frame.shape[:2]
+        for d in det.detect(frame, pts):
+            assert (d.label, d.detector) == ("fire", "fire")
+            assert cfg.min_score <= d.score <= 1.0
+            x1, y1, x2, y2 = d.box
+            assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h, d.box
+
+
+def test_house6_boxes_lie_on_annotated_flames() -> None:
+    """Boxes are in original-frame pixels and on the flames (every box touches an annotated rectangle)."""
+    det = FireDetector(FireConfig())
+    boxes = 0
+    for index, pts, frame in decode(DATA / "fire/furg_house6.mp4"):
+        if index % 3:
+            continue
+        found = det.detect(frame, pts)
+        flames = house6_flames(index) if found else []
+        for d in found:
+            boxes += 1
+            assert any(
+                min(d.box[2], f[2]) > max(d.box[0], f[0]) and min(d.box[3], f[3]) > max(d.box[1], f[1])
+                for f in flames
+            ), f"frame {index}: box {d.box} misses every annotated flame {flames}"
+    assert boxes > 100
+
+
+@pytest.mark.parametrize("clip", NON_FIRE_CLIPS)
+def test_no_fire_in_lookalike_and_people_clips(clip: str) -> None:
+    for stride, seen in run_strides(DATA / clip).items():
+        fired = [(round(pts, 2), [d.box for d in found]) for pts, found in seen if found]
+        assert not fired, f"{clip}, every {stride} frame(s): fire at {fired[:5]}"
+
+
+@pytest.mark.parametrize("still", STILLS)
+def test_still_images_never_fire(still: str) -> None:
+    image = cv2.imread(str(DATA / still))
+    assert image is not None, f"cannot read {still}"
+    for kind, frames in still_sequences(image):
+        det = FireDetector(FireConfig())
+        fired = [i for i, frame in enumerate(frames) if det.detect(frame, i / STILL_FPS)]
+        assert not fired, f"{still} {kind}: fire at calls {fired}"
+
+
+def test_one_call_never_fires_whatever_min_score() -> None:
+    """A single picture carries no flicker: even the most permissive score threshold reports nothing."""
+    first = next(decode(DATA / "fire/fdv_visual_fire.mp4"))
+    assert FireDetector(FireConfig(min_score=0.01)).detect(first[2], first[1]) == []
+
+
+def test_min_score_is_the_persistence_threshold() -> None:
+    """A stricter min_score reports later and only scores at or above it."""
+    strict = FireConfig(min_score=0.9)
+    det = FireDetector(strict)
+    firsts = []
+    for _, pts, frame in decode(DATA / "fire/furg_house6.mp4"):
+        if pts > 2.0:
+            break
+        found = det.detect(frame, pts)
+        assert all(d.score >= strict.min_score for d in found)
+        if found:
+            firsts.append(pts)
+    default_first = next(pts for pts, found in run_strides(DATA / "fire/furg_house6.mp4", 1.0)[1] if found)
+    assert firsts and firsts[0] > default_first
+
+
+def test_reset_and_stream_gaps_forget_history() -> None:
+    """After reset() or a long pause between calls, fire must be re-established before it is reported."""
+    frames = [(pts, frame) for _, pts, frame in decode(DATA / "fire/fdv_visual_fire.mp4") if pts < 3.0]
+    det = FireDetector(FireConfig())
+    for pts, frame in frames[:45]:
+        found = det.detect(frame, pts)
+    assert found, "fire should be reported after 1.5 s"
+    det.reset()
+    assert det.detect(frames[45][1], frames[45][0]) == []
+    det = FireDetector(FireConfig())
+    for pts, frame in frames[:45]:
+        det.detect(frame, pts)
+    assert det.detect(frames[-1][1], frames[-1][0]) == [], "a 1.5 s gap must not count as continuity"
+
+
+def test_watch_asks_for_every_frame_while_fire_builds_and_lets_a_lookalike_go() -> None:
+    """The gate skips still frames; the detector asks for them while flame-like light may be flickering."""
+    det = FireDetector(FireConfig())
+    frames = [(pts, frame) for _, pts, frame in decode(DATA / "fire/furg_house6.mp4") if pts < 4.0]
+    det.detect(frames[0][1], frames[0][0])
+    assert det.watching(frames[1][0]), "flame-coloured light next to a luminous core starts a watch"
+    for pts, frame in frames[1:]:
+        assert det.watching(pts), f"a burning fire must stay watched (lost at {pts:.2f} s)"
+        det.detect(frame, pts)
+
+    sunset = cv2.imread(str(DATA / "non_fire_lookalike/sunset_udaipur.jpg"))
+    det = FireDetector(FireConfig())
+    watched = []
+    for i in range(STILL_CALLS):
+        assert det.detect(sunset, i / STILL_FPS) == []
+        if det.watching(i / STILL_FPS):
+            watched.append(i)
+    assert watched, "the sunset's orange glow next to bright sky is worth a look"
+    assert not det.watching(STILL_CALLS / STILL_FPS), "a still sunset shows no flicker: the watch ends"
+    assert len(watched) <= fire.WATCH_S * STILL_FPS + 1, watched
+
+
+def test_exposure_pumping_on_a_lit_orange_lamp_is_not_fire() -> None:
+    """Auto-exposure hunting at night scales a bright orange light up and down: that is not flicker."""
+    rng = np.random.default_rng(1)
+    scene = cv2.GaussianBlur(np.clip(rng.normal(25, 6, (360, 640, 3)), 0, 255).astype(np.uint8), (5, 5), 0)
+    y, x = np.mgrid[0:360, 0:640]
+    glow = np.exp(-(((x - 320) / 70.0) ** 2 + ((y - 180) / 50.0) ** 2))
+    lamp = glow > 0.15
+    scene[lamp] = np.stack([40 + 30 * glow, 120 + 100 * glow, 170 + 85 * glow], -1)[lamp].astype(np.uint8)
+    det = FireDetector(FireConfig())
+    for i in range(45):
+        frame = cv2.convertScaleAbs(scene, alpha=float(rng.uniform(0.85, 1.15)))
+        assert det.detect(frame, i / STILL_FPS) == [], f"fire at call {i}"
+
+
+def test_rejects_non_bgr_input() -> None:
+    det = FireDetector(FireConfig())
+    with pytest.raises(ValueError, match="BGR uint8"):
+        det.detect(np.zeros((120, 160), np.uint8), 0.0)
+    with pytest.raises(ValueError, match="BGR uint8"):
+        det.detect(np.zeros((120, 160, 3), np.float32), 0.0)
