@@ -56,13 +56,15 @@ def test_moving_object_wakes_every_frame() -> None:
 
 
 def test_active_event_and_request_wake_a_still_scene() -> None:
-    gate = SilenceGate(GateConfig(refresh_s=1000))
+    gate = SilenceGate(GateConfig(refresh_s=1000, event_refresh_s=0.5))
     img = scene()
     gate.check(img, 0.0)
     assert gate.check(img, 0.1).wake is False
-    assert gate.check(img, 0.2, event_active=True).reason == "event"
-    assert gate.check(img, 0.3, requested=True).reason == "request"
-    assert gate.stats.woke["event"] == 1 and gate.stats.woke["request"] == 1
+    # While an event is open a still scene is looked at every event_refresh_s, not every frame.
+    woke = [gate.check(img, 0.1 * i, event_active=True).reason for i in range(2, 22)]
+    assert woke.count("event") == 4 and woke.count("still") == 16
+    assert gate.check(img, 2.25, requested=True).reason == "request"
+    assert gate.stats.woke["request"] == 1
 
 
 def test_disabled_gate_wakes_every_frame() -> None:

@@ -66,6 +66,9 @@ class GateConfig(Strict):
     """How fast the running background follows the scene (gradual light change)."""
     refresh_s: float = Field(2.0, gt=0)
     """Wake at least this often even in a still scene (still intruder, slowly growing fire)."""
+    event_refresh_s: float = Field(0.5, gt=0)
+    """While an event is open, wake at least this often even without motion: a still intruder stays
+    seen, and one who left is found gone within a few looks instead of every frame until it ends."""
 
 
 class ModelConfig(Strict):

@@ -85,9 +85,10 @@ class SilenceGate:
             return self._wake("request", changed, pts)
         if changed >= self.cfg.area_threshold:
             return self._wake("motion", changed, pts)
-        if event_active:
+        since = pts - self._last_wake_pts
+        if event_active and since >= self.cfg.event_refresh_s:
             return self._wake("event", changed, pts)
-        if pts - self._last_wake_pts >= self.cfg.refresh_s:
+        if since >= self.cfg.refresh_s:
             return self._wake("refresh", changed, pts)
         self.stats.skipped += 1
         return GateDecision(False, "still", changed)
