@@ -206,7 +206,8 @@ class Camera:
                     return
             elif self._slot is not None:
                 self._stats.dropped += 1
-            frame.arrived = time.monotonic()
+            # Arrival is when the compressed frame came in, before its decode: latency counts decoding.
+            frame.arrived = time.monotonic() - frame.decode_ms / 1000.0
             self._slot = frame
             self._stats.frames += 1
             self._arrivals.append(frame.arrived)

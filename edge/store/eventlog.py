@@ -166,8 +166,9 @@ class EventLog:
         with self._write(f"cannot store rule {rule.name!r}") as s:
             s.execute(_RULE_UPSERT, row)
 
-    def _write_event(self, ev: EventRecord, ended_at: float | None, what: str) -> None:
-        row = {
+    @staticmethod
+    def _event_row(ev: EventRecord, ended_at: float | None) -> dict:
+        return {
             "id": ev.id,
             "camera": ev.camera,
             "label": ev.label,
@@ -183,8 +184,37 @@ class EventLog:
             "snapshot": ev.snapshot,
             "updated_at": time.time(),
         }
+
+    def _write_event(self, ev: EventRecord, ended_at: float | None, what: str) -> None:
         with self._write(f"cannot store {what} of event {ev.id} (camera {ev.camera!r})") as s:
-            s.execute(_EVENT_UPSERT, row)
+            s.execute(_EVENT_UPSERT, self._event_row(ev, ended_at))
+
+    def event_transition(
+        self, ev: EventRecord, transition: str, message: tuple[str, dict, str] | None = None
+    ) -> None:
+        """Store a start/update/end, the sighting behind it and its outbox message in ONE commit.
+
+        The red loop calls this just before an event's first alert, so one commit instead of three
+        is time off the frame-to-alert latency. `message` is (topic, payload, message_id).
+        """
+        ended_at = time.time() if transition == "end" and ev.ended_at is None else ev.ended_at
+        what = f"cannot store {transition} of event {ev.id} (camera {ev.camera!r})"
+        text = _json_text(message[1], what) if message else None
+        with self._write(what) as s:
+            s.execute(_EVENT_UPSERT, self._event_row(ev, ended_at))
+            if ev.box is not None:
+                sighting = {
+                    "event_id": ev.id,
+                    "camera": ev.camera,
+                    "label": ev.label,
+                    "track_id": ev.track_id,
+                    "at": time.time(),
+                    "score": float(ev.score),
+                    "box": _box(ev.box),
+                }
+                s.execute(insert(APPEARANCES), [sighting])
+            if message is not None and text is not None:
+                self._enqueue(s, "event", message[0], text, message[2])
 
     def event_started(self, ev: EventRecord) -> None:
         """Insert the event (an upsert, so a repeated start after a restart is harmless)."""
