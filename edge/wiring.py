@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge.config import ConfigError, EdgeConfig, parse_config
-from edge.reflex import ModelError, ObjectDetector, build_detector, load_manifest
+from edge.reflex import ObjectDetector, build_detector, load_manifest
 from edge.rules import AREA_LABELS, Rule, default_rules
 
 

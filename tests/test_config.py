@@ -48,8 +48,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 def test_rule_naming_an_unknown_camera_is_rejected() -> None:
     text = (
-        "cameras:\n  door:\n    source: a.mp4\n"
-        "rules:\n  - name: r\n    label: person\n    cameras: [yard]\n"
+        "cameras:\n  door:\n    source: a.mp4\nrules:\n  - name: r\n    label: person\n    cameras: [yard]\n"
     )
     with pytest.raises(ConfigError, match="unknown camera 'yard'"):
         parse_config(text, "c.yaml")

@@ -225,4 +225,3 @@ class EventMachine:
                 self._parked[i] = (name, box, pts)
                 return True
         return False
-

@@ -115,9 +115,7 @@ class Tracker:
         return seen
 
     def _new(self, det: Detection, pts: float) -> Track:
-        track = Track(
-            self._next_id, det.label, det.box, det.score, pts, pts, 1, det.score, det.box, pts
-        )
+        track = Track(self._next_id, det.label, det.box, det.score, pts, pts, 1, det.score, det.box, pts)
         self._next_id += 1
         self.tracks[track.id] = track
         return track

@@ -1,0 +1,1 @@
+"""The bus: MQTT topics and payloads (the contract in DESIGN.md), outbox delivery."""

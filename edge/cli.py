@@ -1,0 +1,182 @@
+"""The `edge` command: run, scan, events (DESIGN.md's CLI contract)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from edge.capture import SourceError
+from edge.config import CameraConfig, ConfigError, EdgeConfig, load_config
+from edge.config.models import MqttConfig
+from edge.reflex import BackendError, ModelError
+from edge.store import EventLog, StoreError
+
+log = logging.getLogger("edge")
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file (see config/example.yaml)")
+    p.add_argument("--watch", type=_csv, help="labels to watch, e.g. fire,person")
+    p.add_argument("--model", help="model file (default: the manifest's file under models/cache/)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge", description="Reflex Edge security appliance")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the appliance")
+    _common(run)
+    run.add_argument("--camera", action="append", default=[], metavar="NAME=SOURCE", help="add a camera")
+    run.add_argument("--loop", action="store_true", help="replay file sources forever")
+    run.add_argument("--mqtt", metavar="URL", help="mqtt[s]://[user:pass@]host:port")
+    run.add_argument("--device", help="device id (MQTT topics)")
+    run.add_argument("--data", help="folder for the database and snapshots")
+    run.add_argument("--admin", metavar="HOST:PORT", help="admin page address")
+
+    scan = sub.add_parser("scan", help="run the red loop over a file or stream, print JSON Lines")
+    _common(scan)
+    scan.add_argument("source", help="video file, image, image folder or stream URL")
+    scan.add_argument("--rules", help="YAML file with a `rules:` list")
+    scan.add_argument("--realtime", action="store_true", help="pace a file like a live camera")
+    scan.add_argument("--data", help="keep the event log here (default: a temporary one)")
+    scan.add_argument("--camera", help="camera name in the output (default: from the source)")
+
+    events = sub.add_parser("events", help="list the event log")
+    events.add_argument("--config", help="YAML config file")
+    events.add_argument("--data", help="data folder (default: the config's data_dir)")
+    events.add_argument("--camera")
+    events.add_argument("--label")
+    events.add_argument("--limit", type=int, default=50)
+    events.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
+    return parser
+
+
+def _apply_common(cfg: EdgeConfig, args: argparse.Namespace) -> EdgeConfig:
+    updates: dict[str, object] = {}
+    if args.watch is not None:
+        updates["watch"] = args.watch
+    if args.model:
+        updates["model"] = cfg.model.model_copy(update={"path": str(Path(args.model).resolve())})
+    return cfg.model_copy(update=updates) if updates else cfg
+
+
+def _apply_run_flags(cfg: EdgeConfig, args: argparse.Namespace) -> EdgeConfig:
+    cameras = dict(cfg.cameras)
+    for spec in args.camera:
+        name, sep, source = spec.partition("=")
+        if not sep or not name or not source:
+            raise ConfigError(f"--camera {spec!r}: expected NAME=SOURCE")
+        cameras[name] = CameraConfig(source=source, loop=args.loop)
+    data: dict[str, object] = cfg.model_dump()
+    data["cameras"] = {n: c.model_dump() for n, c in cameras.items()}
+    if args.mqtt:
+        data["mqtt"] = MqttConfig(url=args.mqtt, prefix=cfg.mqtt.prefix).model_dump()
+    if args.device:
+        data["device"] = {"id": args.device}
+    if args.data:
+        data["data_dir"] = str(Path(args.data).resolve())
+    if args.admin:
+        data["admin"] = {"listen": args.admin}
+    try:
+        return EdgeConfig.model_validate(data)
+    except ValueError as exc:
+        first = str(exc).splitlines()
+        raise ConfigError(f"bad flag: {first[-1].strip() if first else exc}") from None
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from edge.scan import scan
+    from edge.wiring import build_rules, rules_from_file
+
+    cfg, base = load_config(args.config)
+    cfg = _apply_common(cfg, args)
+    if args.rules:
+        cfg = cfg.model_copy(update={"rules": rules_from_file(args.rules)})
+        if args.watch is None:
+            cfg = cfg.model_copy(update={"watch": []})
+    rules = build_rules(cfg, base)
+    data = Path(args.data) if args.data else None
+    scan(args.source, cfg, base, rules, realtime=args.realtime, data_dir=data, camera=args.camera)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.appliance import Appliance
+    from edge.wiring import build_rules
+
+    cfg, base = load_config(args.config)
+    cfg = _apply_run_flags(_apply_common(cfg, args), args)
+    if not cfg.cameras:
+        raise ConfigError("no cameras: add one with --camera NAME=SOURCE or under `cameras:` in the config")
+    rules = build_rules(cfg, base)
+    appliance = Appliance(cfg, base, rules)
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        appliance.stop_event.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    appliance.run_until_stopped()
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    cfg, base = load_config(args.config)
+    data = Path(args.data) if args.data else (base / cfg.data_dir)
+    if not (data / "events.db").exists():
+        raise ConfigError(f"no event log in {data}")
+    log_ = EventLog(data)
+    try:
+        rows = log_.events(limit=args.limit, camera=args.camera, label=args.label)
+    finally:
+        log_.close()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, default=str))
+        return 0
+    print(f"{'started':19}  {'ended':19}  {'camera':12} {'label':10} {'score':>5}  id")
+    for row in rows:
+        print(
+            f"{_clock(row.get('started_at'))}  {_clock(row.get('ended_at'))}  {row['camera']:12} "
+            f"{row['label']:10} {row['score']:5.2f}  {row['id']}"
+        )
+    return 0
+
+
+def _clock(epoch: float | None) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S") if epoch else "-" * 19
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    commands = {"scan": cmd_scan, "run": cmd_run, "events": cmd_events}
+    try:
+        return commands[args.command](args)
+    except (ConfigError, SourceError, ModelError, BackendError, StoreError) as exc:
+        print(f"edge: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
