@@ -144,20 +144,43 @@ def test_migration_steps_upgrade_old_databases(tmp_path: Path, monkeypatch: pyte
     old = tmp_path / "old"
     EventLog(old).close()
 
-    def v2(conn: Connection) -> None:
+    def note(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE events ADD COLUMN note TEXT")
 
-    monkeypatch.setattr(migrations, "STEPS", [*migrations.STEPS, (2, v2)])
-    monkeypatch.setattr(migrations, "LATEST", 2)
+    following = migrations.LATEST + 1
+    monkeypatch.setattr(migrations, "STEPS", [*migrations.STEPS, (following, note)])
+    monkeypatch.setattr(migrations, "LATEST", following)
     EventLog(old).close()
     EventLog(old).close()  # the step runs once
     with sqlite3.connect(old / "events.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == following
         assert "note" in [r[1] for r in db.execute("PRAGMA table_info(events)")]
     new = tmp_path / "new"
     EventLog(new).close()
     with sqlite3.connect(new / "events.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == following
+
+
+def test_v1_outbox_gains_channels_and_keeps_its_undelivered_rows(tmp_path: Path) -> None:
+    """A database from before push channels: its queued messages stay queued, for MQTT."""
+    data = tmp_path / "data"
+    EventLog(data).close()
+    with sqlite3.connect(data / "events.db") as db:  # rewind to the v1 shape
+        db.execute("DROP INDEX ix_outbox_pending")
+        db.execute("ALTER TABLE outbox DROP COLUMN channel")
+        db.execute("DROP TABLE instructions")
+        db.execute(
+            "INSERT INTO outbox (kind, topic, payload, message_id, created_at, attempts) "
+            "VALUES ('alert', 'reflex/d/alerts', '{}', 'a-old', 1.0, 0)"
+        )
+        db.execute("PRAGMA user_version = 1")
+    log = EventLog(data)
+    try:
+        pending = log.outbox_pending()
+        assert [(m.message_id, m.channel) for m in pending] == [("a-old", "mqtt")]
+        assert log.outbox_pending(channel="push:phone") == []
+    finally:
+        log.close()
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

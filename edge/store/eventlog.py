@@ -19,14 +19,14 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import Insert, Table, func, insert, select, update
+from sqlalchemy import Insert, Table, and_, func, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,7 +34,19 @@ from edge.config.models import RetentionConfig, RuleConfig
 from edge.store import retention
 from edge.store.db import WRITE_OPTION, StoreError, dumps, guard, make_engine
 from edge.store.migrations import migrate
-from edge.store.models import Alert, Appearance, Camera, Event, Outbox, Rule, Snapshot, undelivered
+from edge.store.models import (
+    MQTT,
+    Alert,
+    Appearance,
+    Camera,
+    Event,
+    Instruction,
+    Outbox,
+    Rule,
+    Snapshot,
+    push_channel,
+    undelivered,
+)
 from edge.store.retention import RetentionReport
 from edge.store.snapshots import relative_path, remove_file, render_jpeg, write_atomic
 from edge.types import AlertRecord, Box, EventRecord
@@ -58,6 +70,7 @@ APPEARANCES = cast(Table, Appearance.__table__)
 ALERTS = cast(Table, Alert.__table__)
 OUTBOX = cast(Table, Outbox.__table__)
 SNAPSHOTS = cast(Table, Snapshot.__table__)
+INSTRUCTIONS = cast(Table, Instruction.__table__)
 
 
 def _upsert(table: Table, keep: tuple[str, ...] = (), coalesce: tuple[str, ...] = ()) -> Insert:
@@ -90,6 +103,8 @@ class OutboxMessage:
 
     id: int
     """Delivery order."""
+    channel: str
+    """'mqtt' or 'push:NAME'."""
     kind: str
     topic: str
     payload: str
@@ -149,11 +164,44 @@ class EventLog:
 
     # -- cameras, rules, events -----------------------------------------------------------------
 
-    def ensure_camera(self, name: str, source: str) -> None:
-        """Register a camera (or update its source) so events can reference it."""
-        row = {"name": name, "source": source, "created_at": time.time(), "detect": True, "alerts": True}
+    def ensure_camera(self, name: str, source: str, *, detect: bool = True, alerts: bool = True) -> None:
+        """Register a camera (or update its source) so events can reference it. `detect` and `alerts`
+        are the switches' initial states; once a camera exists, its stored switches win."""
+        row = {"name": name, "source": source, "created_at": time.time(), "detect": detect, "alerts": alerts}
         with self._write(f"cannot store camera {name!r}") as s:
             s.execute(_CAMERA_UPSERT, row)
+
+    def set_switch(self, camera: str, switch: str, on: bool) -> None:
+        """Persist an MQTT switch (`detect` or `alerts`) so it survives a restart."""
+        if switch not in ("detect", "alerts"):
+            raise StoreError(f"unknown switch {switch!r}")
+        with self._write(f"cannot store switch {switch} of camera {camera!r}") as s:
+            s.execute(update(CAMERAS).where(CAMERAS.c.name == camera).values({switch: bool(on)}))
+
+    def switches(self) -> dict[str, dict[str, bool]]:
+        """camera -> {'detect': bool, 'alerts': bool}, as last set."""
+        stmt = select(CAMERAS.c.name, CAMERAS.c.detect, CAMERAS.c.alerts)
+        with self._read("cannot read camera switches") as s:
+            return {name: {"detect": bool(d), "alerts": bool(a)} for name, d, a in s.execute(stmt)}
+
+    def add_instruction(self, instruction_id: str, text: str, camera: str | None, origin: str) -> bool:
+        """Store an instruction; False if that id was already stored (a QoS 1 re-delivery)."""
+        row = {
+            "id": instruction_id,
+            "text": text,
+            "camera": camera,
+            "origin": origin,
+            "received_at": time.time(),
+            "status": "received",
+        }
+        stmt = sqlite_insert(INSTRUCTIONS).values(row).on_conflict_do_nothing(index_elements=["id"])
+        with self._write(f"cannot store instruction {instruction_id!r}") as s:
+            return s.execute(stmt).rowcount == 1
+
+    def instructions(self, limit: int = 100) -> list[dict]:
+        stmt = select(INSTRUCTIONS).order_by(INSTRUCTIONS.c.received_at.desc()).limit(limit)
+        with self._read("cannot read instructions") as s:
+            return [dict(row._mapping) for row in s.execute(stmt)]
 
     def ensure_rule(self, rule: RuleConfig) -> None:
         """Record the rule as configured now, so events naming it can be explained later."""
@@ -250,8 +298,11 @@ class EventLog:
     # -- alerts and the outbox ------------------------------------------------------------------
 
     @staticmethod
-    def _enqueue(session: Session, kind: str, topic: str, payload: str, message_id: str) -> int:
+    def _enqueue(
+        session: Session, kind: str, topic: str, payload: str, message_id: str, channel: str = MQTT
+    ) -> int:
         row = {
+            "channel": channel,
             "kind": kind,
             "topic": topic,
             "payload": payload,
@@ -261,12 +312,13 @@ class EventLog:
         }
         return int(session.execute(_OUTBOX_INSERT, row).inserted_primary_key[0])
 
-    def alert(self, alert: AlertRecord, payload: dict, topic: str) -> int:
-        """Store the alert and its outbox row in ONE committed transaction; returns the outbox id.
+    def alert(self, alert: AlertRecord, payload: dict, topic: str, push: Iterable[str] = ()) -> int:
+        """Store the alert and its outbox rows in ONE committed transaction; returns the MQTT row's id.
 
-        The commit is on the frame-to-alert latency path, so this does two prepared statements and
+        The commit is on the frame-to-alert latency path, so this does a few prepared statements and
         nothing else (no reads, no JPEG). The same alert id again (a phase change) updates the alert
-        row and queues a new message with the same message_id.
+        row and queues a new message with the same message_id. `push` names the push channels (from
+        the rule) that get a row of their own, with the same payload.
         """
         what = f"cannot store alert {alert.id} of event {alert.event_id}"
         text = _json_text(payload, what)
@@ -287,6 +339,8 @@ class EventLog:
         }
         with self._write(what) as s:
             s.execute(_ALERT_UPSERT, row)
+            for name in push:
+                self._enqueue(s, "alert", topic, text, alert.id, push_channel(name))
             return self._enqueue(s, "alert", topic, text, alert.id)
 
     def enqueue(self, kind: str, topic: str, payload: dict, message_id: str) -> int:
@@ -296,10 +350,11 @@ class EventLog:
         with self._write(what) as s:
             return self._enqueue(s, kind, topic, text, message_id)
 
-    def outbox_pending(self, limit: int = 100) -> list[OutboxMessage]:
-        """Undelivered, not dropped messages in delivery (id) order."""
+    def outbox_pending(self, limit: int = 100, channel: str = MQTT, after: int = 0) -> list[OutboxMessage]:
+        """Undelivered, not dropped messages of one channel in delivery (id) order, ids above `after`."""
         cols = [OUTBOX.c[f.name] for f in fields(OutboxMessage)]
-        stmt = select(*cols).where(undelivered()).order_by(OUTBOX.c.id).limit(limit)
+        where = and_(undelivered(), OUTBOX.c.channel == channel, OUTBOX.c.id > after)
+        stmt = select(*cols).where(where).order_by(OUTBOX.c.id).limit(limit)
         with self._read("cannot read the outbox") as s:
             return [OutboxMessage(**row._mapping) for row in s.execute(stmt)]
 
@@ -322,10 +377,26 @@ class EventLog:
         with self._write(f"cannot count an attempt for outbox message {outbox_id}") as s:
             s.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id).values(attempts=OUTBOX.c.attempts + 1))
 
-    def outbox_depth(self) -> int:
-        """How many messages wait for the broker (published in the stats topic)."""
+    def drop_unknown_push_channels(self, configured: set[str]) -> dict[str, int]:
+        """Mark undelivered rows of push channels not in `configured` as dropped; channel -> count.
+
+        Nobody can send them any more; left in place they would pin their alerts against retention.
+        """
+        keep = [push_channel(name) for name in configured]
+        where = and_(undelivered(), OUTBOX.c.channel.like("push:%"), OUTBOX.c.channel.not_in(keep))
+        count = select(OUTBOX.c.channel, func.count()).where(where).group_by(OUTBOX.c.channel)
+        with self._write("cannot drop outbox rows of removed push channels") as s:
+            dropped = {channel: int(n) for channel, n in s.execute(count)}
+            if dropped:
+                reason = "push channel no longer configured"
+                s.execute(update(OUTBOX).where(where).values(dropped_at=time.time(), drop_reason=reason))
+        return dropped
+
+    def outbox_depth(self, channel: str | None = MQTT) -> int:
+        """How many messages wait for `channel` (None: for any channel); published in the stats topic."""
+        where = undelivered() if channel is None else and_(undelivered(), OUTBOX.c.channel == channel)
         with self._read("cannot read the outbox") as s:
-            return int(s.scalar(select(func.count()).select_from(OUTBOX).where(undelivered())) or 0)
+            return int(s.scalar(select(func.count()).select_from(OUTBOX).where(where)) or 0)
 
     # -- snapshots ------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 from edge.store.db import WRITE_OPTION, StoreError
-from edge.store.models import Base
+from edge.store.models import Base, Instruction
 
 Step = Callable[[Connection], None]
 
@@ -37,7 +37,19 @@ def _v1_create_schema(conn: Connection) -> None:
     Base.metadata.create_all(conn)
 
 
-STEPS: list[tuple[int, Step]] = [(1, _v1_create_schema)]
+def _v2_outbox_channel(conn: Connection) -> None:
+    """Push channels (webhook, ntfy) share the outbox with MQTT; each row says which one delivers it.
+    Instructions received over MQTT are kept in their own table."""
+    Instruction.__table__.create(conn)
+    conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN channel VARCHAR NOT NULL DEFAULT 'mqtt'")
+    conn.exec_driver_sql("DROP INDEX IF EXISTS ix_outbox_pending")
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_outbox_pending ON outbox (channel, id) "
+        "WHERE delivered_at IS NULL AND dropped_at IS NULL"
+    )
+
+
+STEPS: list[tuple[int, Step]] = [(1, _v1_create_schema), (2, _v2_outbox_channel)]
 LATEST = STEPS[-1][0]
 
 

@@ -120,6 +120,15 @@ class Alert(Base):
     snapshot: Mapped[str | None] = mapped_column(String)
 
 
+MQTT = "mqtt"
+"""The outbox channel the MQTT bus drains."""
+
+
+def push_channel(name: str) -> str:
+    """The outbox channel of push channel `name` (a webhook or ntfy entry of the config)."""
+    return f"push:{name}"
+
+
 class Outbox(Base):
     """Messages waiting for (or done with) the broker; the id is the delivery order.
 
@@ -132,6 +141,7 @@ class Outbox(Base):
     __table_args__ = (
         Index(
             "ix_outbox_pending",
+            "channel",
             "id",
             sqlite_where=text("delivered_at IS NULL AND dropped_at IS NULL"),
         ),
@@ -141,6 +151,9 @@ class Outbox(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String, default=MQTT, server_default=text(f"'{MQTT}'"))
+    """Who delivers it: 'mqtt' (the broker), or 'push:NAME' (a webhook or ntfy channel of the config).
+    Each channel drains its own rows in id order, so a dead webhook never holds up MQTT."""
     kind: Mapped[str] = mapped_column(String)
     """'alert', 'event', ... (what the payload is)."""
     topic: Mapped[str] = mapped_column(String)
@@ -157,6 +170,23 @@ class Outbox(Base):
 def undelivered() -> ColumnElement[bool]:
     """Outbox rows still to publish (matches the partial index ix_outbox_pending)."""
     return and_(Outbox.delivered_at.is_(None), Outbox.dropped_at.is_(None))
+
+
+class Instruction(Base):
+    """An instruction (question, request) received from MQTT, the CLI or the admin page."""
+
+    __tablename__ = "instructions"
+    __table_args__ = (Index("ix_instructions_received", "received_at"),)
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    """The sender's id, echoed in every answer."""
+    text: Mapped[str] = mapped_column(Text)
+    camera: Mapped[str | None] = mapped_column(String)
+    origin: Mapped[str] = mapped_column(String)
+    """'mqtt', 'cli', 'admin'."""
+    received_at: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String)
+    """'received' until the instructions engine takes it ('answered', 'delegated', 'failed')."""
 
 
 class Snapshot(Base):
