@@ -1,0 +1,333 @@
+"""Home Assistant discovery configs (edge/bus/discovery.py) and the payload JSON Schemas."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib.resources import files
+
+import jsonschema
+import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from paho.mqtt.client import topic_matches_sub
+
+from edge.bus.discovery import (
+    discovery_filter,
+    discovery_messages,
+    discovery_topics,
+    stale_topics,
+)
+from edge.bus.payloads import alert_payload, event_payload, topic
+from edge.types import AlertRecord, EventRecord
+
+DEV = "lobby-1"
+CAMERAS = ["front", "yard"]
+RULES = {"fire": ["front", "yard"], "person": ["front"], "loiter": ["yard"], "car": ["yard"]}
+LABELS = {"front": ["person", "fire"], "yard": ["person", "traffic light"]}
+# HA's discovery topic matcher (homeassistant/components/mqtt/discovery.py), anchored.
+HA_TOPIC = re.compile(
+    r"^homeassistant/(?P<component>\w+)/(?:(?P<node_id>[a-zA-Z0-9_-]+)/)?(?P<object_id>[a-zA-Z0-9_-]+)/config$"
+)
+REQUIRED = {
+    "binary_sensor": ("state_topic",),
+    "sensor": ("state_topic",),
+    "switch": ("command_topic", "state_topic"),
+    "image": ("image_topic",),
+}
+
+
+def messages(**kw):
+    args = {
+        "prefix": "reflex",
+        "device": DEV,
+        "discovery_prefix": "homeassistant",
+        "cameras": CAMERAS,
+        "rules": RULES,
+        "labels": LABELS,
+        "sw_version": "0.1.0",
+        "rule_labels": {"loiter": "person"},
+    }
+    args.update(kw)
+    return discovery_messages(**args)
+
+
+def by_uid(msgs):
+    return {cfg["unique_id"]: (t, cfg) for t, cfg in msgs}
+
+
+def test_every_config_is_complete_and_tied_to_one_device():
+    msgs = messages()
+    assert msgs
+    for t, cfg in msgs:
+        m = HA_TOPIC.match(t)
+        assert m, t
+        component = m["component"]
+        assert component in REQUIRED
+        assert m["node_id"] == "reflex_lobby-1"
+        assert json.loads(json.dumps(cfg)) == cfg  # plain JSON
+        assert cfg["name"] and cfg["unique_id"].startswith("reflex_lobby-1_")
+        assert re.fullmatch(rf"{component}\.[a-z0-9_]+", cfg["default_entity_id"]), cfg["default_entity_id"]
+        assert "object_id" not in cfg  # deprecated by HA 2025.10, default_entity_id replaces it
+        assert cfg["availability"] == [
+            {
+                "topic": "reflex/lobby-1/availability",
+                "payload_available": "online",
+                "payload_not_available": "offline",
+            }
+        ]
+        assert cfg["device"] == {
+            "identifiers": ["reflex_lobby-1"],
+            "name": "Reflex Edge lobby-1",
+            "manufacturer": "Reflex Edge",
+            "model": "Reflex Edge appliance",
+            "sw_version": "0.1.0",
+        }
+        assert cfg["qos"] == 1
+        for key in REQUIRED[component]:
+            assert cfg[key].startswith("reflex/lobby-1/"), (key, cfg)
+    uids = [cfg["unique_id"] for _, cfg in msgs]
+    assert len(set(uids)) == len(uids)
+    topics = [t for t, _ in msgs]
+    assert len(set(topics)) == len(topics)
+    entity_ids = [cfg["default_entity_id"] for _, cfg in msgs]
+    assert len(set(entity_ids)) == len(entity_ids)
+    assert messages() == msgs  # stable
+
+
+def test_entities_follow_the_topic_layout():
+    ents = by_uid(messages())
+    count = {"binary_sensor": 0, "sensor": 0, "image": 0, "switch": 0}
+    for t, _ in ents.values():
+        count[t.split("/")[1]] += 1
+    # alerts: front fire+person, yard fire+loiter+car; online x2 | counts 4 + fps 2 + outbox | 2 | 4
+    assert count == {"binary_sensor": 7, "sensor": 7, "image": 2, "switch": 4}
+
+    t, fire = ents["reflex_lobby-1_front_fire_active"]
+    assert t == "homeassistant/binary_sensor/reflex_lobby-1/front_fire_active/config"
+    assert fire["state_topic"] == topic("reflex", DEV, "front", "active", "fire")
+    assert (fire["payload_on"], fire["payload_off"], fire["device_class"]) == ("ON", "OFF", "safety")
+    assert ents["reflex_lobby-1_front_person_active"][1]["device_class"] == "occupancy"
+    assert ents["reflex_lobby-1_yard_loiter_active"][1]["device_class"] == "occupancy"  # via rule_labels
+    assert "device_class" not in ents["reflex_lobby-1_yard_car_active"][1]
+    assert "reflex_lobby-1_yard_person_active" not in ents  # the person rule is for front only
+
+    online = ents["reflex_lobby-1_yard_online"][1]
+    assert online["state_topic"] == "reflex/lobby-1/yard/status"
+    assert (online["payload_on"], online["payload_off"]) == ("online", "offline")
+    assert (online["device_class"], online["entity_category"]) == ("connectivity", "diagnostic")
+
+    t, light = ents["reflex_lobby-1_yard_traffic_light_count"]
+    assert t.endswith("/yard_traffic_light_count/config")
+    assert light["state_topic"] == "reflex/lobby-1/yard/traffic light"  # the topic as published
+    assert light["state_class"] == "measurement"
+
+    snap = ents["reflex_lobby-1_front_snapshot"][1]
+    assert snap["image_topic"] == "reflex/lobby-1/front/snapshot"
+    assert snap["content_type"] == "image/jpeg"
+    assert "url_topic" not in snap and "state_topic" not in snap
+
+    for switch in ("detect", "alerts"):
+        sw = ents[f"reflex_lobby-1_yard_{switch}"][1]
+        assert sw["command_topic"] == f"reflex/lobby-1/yard/{switch}/set"
+        assert sw["state_topic"] == f"reflex/lobby-1/yard/{switch}/state"
+        assert (sw["payload_on"], sw["payload_off"]) == ("ON", "OFF")
+
+
+def test_stats_sensors_render_against_a_stats_message():
+    ents = by_uid(messages())
+    env = ImmutableSandboxedEnvironment()  # what HA renders value templates with
+    stats = {
+        "v": 1,
+        "device": DEV,
+        "at": 1.0,
+        "cameras": {
+            "front": {
+                "fps": 12.5,
+                "gate_skip_ratio": 0.9,
+                "inference_ms": 8.0,
+                "dropped_frames": 0,
+                "online": True,
+            }
+        },
+        "outbox_depth": 3,
+        "outbox_shed": 0,
+    }
+
+    def render(uid: str) -> str:
+        cfg = ents[uid][1]
+        assert cfg["state_topic"] == "reflex/lobby-1/stats"
+        return env.from_string(cfg["value_template"]).render(value_json=stats)
+
+    assert render("reflex_lobby-1_front_fps") == "12.5"
+    assert render("reflex_lobby-1_yard_fps") == "None"  # HA's "unknown", not an error
+    assert render("reflex_lobby-1_outbox_depth") == "3"
+
+
+def test_removed_entities_are_found_by_the_filter_and_diff():
+    before = discovery_topics("reflex", DEV, "homeassistant", CAMERAS, RULES, LABELS, "0.1.0")
+    assert before == [t for t, _ in messages(rule_labels=None)]
+    after = discovery_topics("reflex", DEV, "homeassistant", ["front"], {"fire": ["front"]}, {}, "0.1.0")
+    gone = stale_topics(before, after)
+    assert gone and not set(gone) & set(after)
+    assert any("/yard_" in t for t in gone) and any("front_person_active" in t for t in gone)
+    wildcard = discovery_filter("homeassistant", DEV)
+    assert all(topic_matches_sub(wildcard, t) for t in before)
+    assert not topic_matches_sub(
+        wildcard, discovery_topics("reflex", "other", "homeassistant", [], {}, {}, "x")[0]
+    )
+
+
+def test_names_that_fold_to_the_same_id_stay_unique():
+    msgs = messages(cameras=["a_b", "a"], rules={"c": ["a_b"], "b_c": ["a"]}, labels={}, rule_labels=None)
+    uids = [cfg["unique_id"] for _, cfg in msgs]
+    assert len(set(uids)) == len(uids)
+    assert all(HA_TOPIC.match(t) for t, _ in msgs)
+
+
+# --- JSON Schemas -----------------------------------------------------------------------------------
+
+SCHEMAS = ("event", "alert", "answer", "ask", "stats", "blue_request", "blue_result")
+
+
+def schema(name: str) -> dict:
+    return json.loads(files("edge.bus").joinpath("schemas", f"{name}.json").read_text())
+
+
+def validator(name: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(schema(name), format_checker=jsonschema.FormatChecker())
+
+
+def valid(name: str, doc: dict) -> bool:
+    return validator(name).is_valid(doc)
+
+
+@pytest.mark.parametrize("name", SCHEMAS)
+def test_schemas_are_draft_2020_12(name):
+    s = schema(name)
+    assert s["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(s)
+    if name != "ask":  # incoming instructions may omit the version
+        assert "v" in s["required"] and s["properties"]["v"] == {"const": 1}
+
+
+def _event(**kw) -> EventRecord:
+    args = dict(
+        id="ev1",
+        camera="front",
+        label="person",
+        rule="person",
+        score=0.87654,
+        box=(10.04, 20.0, 110.0, 220.0),
+        started_at=1700000000.5,
+        frame=12,
+        pts=0.48,
+        zones=["door"],
+    )
+    args.update(kw)
+    return EventRecord(**args)
+
+
+def test_event_and_alert_payloads_validate():
+    for transition in ("start", "update", "end"):
+        doc = event_payload(_event(ended_at=1700000010.0 if transition == "end" else None), transition)
+        validator("event").validate(doc)
+    validator("event").validate(event_payload(_event(label="fire", rule="fire", box=None), "start"))
+    validator("event").validate(event_payload(_event(snapshot="2024/ev1.jpg"), "update"))
+    for phase in ("provisional", "confirmed", "retracted"):
+        alert = AlertRecord(
+            id="al1",
+            event_id="ev1",
+            rule="fire",
+            camera="front",
+            label="fire",
+            severity="critical",
+            text="Fire! Flames seen on front",
+            at=1700000001.0,
+            frame=13,
+            pts=0.52,
+            phase=phase,
+        )
+        validator("alert").validate(alert_payload(alert))
+
+
+def test_outgoing_event_and_alert_refuse_unknown_keys_and_bad_values():
+    doc = event_payload(_event(), "start")
+    assert not valid("event", {**doc, "extra": 1})
+    assert not valid("event", {**doc, "v": 2})
+    assert not valid("event", {**doc, "type": "start"})  # the wire says new/update/end
+    assert not valid("event", {**doc, "box": [1, 2, 3]})
+    assert not valid("event", {k: v for k, v in doc.items() if k != "snapshot"})
+    alert = {
+        "v": 1,
+        "id": "a",
+        "event_id": "e",
+        "rule": "r",
+        "camera": "c",
+        "label": "l",
+        "severity": "warning",
+        "text": "t",
+        "at": 1.0,
+        "phase": "confirmed",
+    }
+    assert valid("alert", alert)
+    assert not valid("alert", {**alert, "severity": "panic"})
+    assert not valid("alert", {**alert, "phase": "maybe"})
+    assert not valid("alert", {**alert, "box": None})
+
+
+def test_the_other_payloads():
+    assert valid("ask", {"id": "q1", "text": "how many people are in the lobby?"})
+    assert valid("ask", {"v": 1, "id": "q1", "text": "describe", "camera": "lobby"})
+    assert not valid("ask", {"id": "q1"})
+    assert not valid("ask", {"id": "q1", "text": "x", "camera": "Bad Name"})
+    for kind in ("ack", "answer", "result", "error"):
+        assert valid("answer", {"v": 1, "id": "q1", "kind": kind, "text": "Please wait a moment"})
+    assert valid(
+        "answer", {"v": 1, "id": "q1", "kind": "result", "text": "ok", "data": {"n": 2}, "job_id": "j1"}
+    )
+    assert not valid("answer", {"v": 1, "id": "q1", "kind": "maybe", "text": "x"})
+    stats = {
+        "v": 1,
+        "device": DEV,
+        "at": 1700000000.0,
+        "cameras": {
+            "front": {
+                "fps": 12.5,
+                "gate_skip_ratio": 0.93,
+                "inference_ms": 8.1,
+                "dropped_frames": 4,
+                "online": True,
+            },
+            "yard": {
+                "fps": 0,
+                "gate_skip_ratio": 0,
+                "inference_ms": None,
+                "dropped_frames": 0,
+                "online": False,
+            },
+        },
+        "outbox_depth": 0,
+        "outbox_shed": 0,
+    }
+    assert valid("stats", stats)
+    assert not valid("stats", {**stats, "outbox_depth": -1})
+    assert not valid("stats", {**stats, "cameras": {"front": {"fps": 1}}})
+    request = {
+        "v": 1,
+        "job_id": "j1",
+        "device": DEV,
+        "camera": "front",
+        "ask_id": "q1",
+        "kind": "describe",
+        "prompt": "describe what the person did",
+        "frames": [{"ts": 1700000000.0, "jpeg_b64": "/9j/4AAQ"}],
+        "context": {"recent_events": [{"id": "ev1", "label": "person"}], "counts": {"person": 1}},
+        "deadline": 1700000060.0,
+    }
+    assert valid("blue_request", request)
+    assert not valid("blue_request", {**request, "frames": [{"ts": 1.0}]})
+    result = {"v": 1, "job_id": "j1", "status": "done", "text": "A person walked in.", "data": None}
+    assert valid("blue_result", {**result, "elapsed_ms": 812.0})
+    assert valid("blue_result", {**result, "elapsed_ms": 812.0, "html": "<p>report</p>"})
+    assert not valid("blue_result", result)  # elapsed_ms missing
+    assert not valid("blue_result", {**result, "elapsed_ms": 1, "status": "ok"})
