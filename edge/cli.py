@@ -11,7 +11,6 @@ from pathlib import Path
 
 from edge.capture import SourceError
 from edge.config import CameraConfig, ConfigError, EdgeConfig, load_config
-from edge.config.models import MqttConfig
 from edge.reflex import BackendError, ModelError
 from edge.store import EventLog, StoreError
 
@@ -79,7 +78,7 @@ def _apply_run_flags(cfg: EdgeConfig, args: argparse.Namespace) -> EdgeConfig:
     data: dict[str, object] = cfg.model_dump()
     data["cameras"] = {n: c.model_dump() for n, c in cameras.items()}
     if args.mqtt:
-        data["mqtt"] = MqttConfig(url=args.mqtt, prefix=cfg.mqtt.prefix).model_dump()
+        data["mqtt"] = {**cfg.mqtt.model_dump(), "url": args.mqtt}
     if args.device:
         data["device"] = {"id": args.device}
     if args.data:

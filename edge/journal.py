@@ -11,6 +11,8 @@ import logging
 import queue
 import threading
 from collections import deque
+from collections.abc import Callable
+from pathlib import Path
 
 from edge.bus.payloads import alert_payload, event_payload, topic
 from edge.config.models import EdgeConfig
@@ -31,9 +33,13 @@ class Journal:
         self.log = events
         self.prefix = cfg.mqtt.prefix
         self.device = cfg.device.id
+        # Rule name -> the push channels that get its alerts (default --watch rules have none).
+        self.push: dict[str, tuple[str, ...]] = {rule.name: tuple(rule.push) for rule in cfg.rules}
         self.held: deque[tuple[Transition, Frame]] = deque()
         self.shed = 0
         self.snapshots_skipped = 0
+        self.on_snapshot: Callable[[str, Path], None] | None = None
+        """Called (snapshot thread) with (camera, JPEG path) once an alert's snapshot is on disk."""
         # JPEG encoding takes milliseconds; it runs beside the red loop so it never delays an alert.
         self._snapshots: queue.Queue[tuple[Transition, Frame] | None] = queue.Queue(SNAPSHOTS_QUEUED)
         self._writer = threading.Thread(target=self._write_snapshots, name="snapshots", daemon=True)
@@ -60,7 +66,12 @@ class Journal:
         ev = tr.event
         if tr.kind == "alert" and tr.alert is not None:
             alert = tr.alert
-            self.log.alert(alert, alert_payload(alert), topic(self.prefix, self.device, "alerts"))
+            self.log.alert(
+                alert,
+                alert_payload(alert),
+                topic(self.prefix, self.device, "alerts"),
+                push=self.push.get(alert.rule, ()),
+            )
             log.warning("ALERT %s [%s] %s (event %s)", alert.camera, alert.severity, alert.text, ev.id)
             try:
                 self._snapshots.put_nowait((tr, frame))
@@ -81,6 +92,9 @@ class Journal:
                 ev.snapshot = self.log.save_snapshot(ev.id, frame.image, alert.box, alert.label, ev.score)
             except StoreError as exc:
                 log.error("snapshot for alert %s not saved: %s", alert.id, exc)
+                continue
+            if self.on_snapshot is not None:
+                self.on_snapshot(alert.camera, self.log.snapshot_dir / ev.snapshot)
 
     def _hold(self, tr: Transition, frame: Frame) -> None:
         if len(self.held) >= HELD_MAX:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from typing import Protocol
 
@@ -19,7 +19,7 @@ import numpy as np
 from edge.config.models import EdgeConfig
 from edge.gate import SilenceGate
 from edge.reflex.fire import FireDetector
-from edge.rules import AREA_LABELS, EventMachine, Rule, Tracker, Transition
+from edge.rules import AREA_LABELS, EventMachine, Rule, Track, Tracker, Transition
 from edge.types import Detection, Frame
 
 SAMPLES_KEPT = 200_000
@@ -33,9 +33,13 @@ class Detector(Protocol):
 
 
 class Sink(Protocol):
-    """Where transitions go: the event log, stdout (edge scan), later the bus."""
+    """Where transitions go: the event log, stdout (edge scan), the bus's live state."""
 
     def handle(self, transition: Transition, frame: Frame) -> None: ...
+
+
+CountsHook = Callable[[str, dict[str, int]], None]
+"""(camera, {label: objects in view}) after a woken frame changed a count."""
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -84,6 +88,10 @@ class RedLoop:
         self.sinks = sinks
         self.engine_lock = engine_lock
         self.detect_enabled = True
+        self.alerts_enabled = True
+        """The `alerts` switch: off, events are still logged and published but raise no alert."""
+        self.on_counts: CountsHook | None = None
+        self.counts: dict[str, int] = dict.fromkeys(sorted(wanted), 0)
         self.times = StageTimes()
         self.alert_latency_ms: deque[float] = deque(maxlen=SAMPLES_KEPT)
         self.frames = 0
@@ -114,10 +122,24 @@ class RedLoop:
         height, width = frame.image.shape[:2]
         seen = self.tracker.update(detections, frame.pts)
         transitions = self.events.step(seen, frame.index, frame.pts, width, height)
+        self._count(seen, objects)
         self.times.add("rules", (time.perf_counter() - t2) * 1000)
         self._emit(transitions, frame)
         self._done(frame)
         return transitions
+
+    def _count(self, seen: list[Track], objects: bool) -> None:
+        """Objects of each watched label in view now (fire: 1 while burning), for retained counts."""
+        counts = dict.fromkeys(self.counts, 0)
+        for track in seen:
+            if track.label in counts:
+                counts[track.label] += 1
+        if not objects:  # a fire-only look says nothing about people: keep their last count
+            counts.update({k: v for k, v in self.counts.items() if k not in AREA_LABELS})
+        if counts != self.counts:
+            self.counts = counts
+            if self.on_counts is not None:
+                self.on_counts(self.camera, dict(counts))
 
     def _done(self, frame: Frame) -> None:
         """Frame age when the red loop is done with it: grows if the loop falls behind its camera."""
@@ -149,6 +171,8 @@ class RedLoop:
 
     def _emit(self, transitions: list[Transition], frame: Frame) -> None:
         for tr in transitions:
+            if tr.kind == "alert" and not self.alerts_enabled:
+                continue
             t = time.perf_counter()
             for sink in self.sinks:
                 sink.handle(tr, frame)

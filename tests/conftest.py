@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import pytest
 
-from tests.support import MjpegServer, free_port
+from tests.support import MjpegServer, Mosquitto, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -42,3 +43,14 @@ def mjpeg_server() -> Iterator[MjpegServer]:
     yield server
     if not server._stopped.is_set():
         server.stop()
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real broker on a free port (Debian's mosquitto; `./reflex test` and .ci/run install it)."""
+    if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
+        pytest.fail("mosquitto is not installed: run the tests with ./reflex test (it installs it)")
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    yield broker
+    broker.kill()

@@ -1,12 +1,20 @@
-"""Test helpers that play the outside world: a live IP camera stream, free ports, patient waits."""
+"""Test helpers that play the outside world: a live IP camera stream, an MQTT broker, free ports,
+patient waits."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 
 def free_port() -> int:
@@ -69,3 +77,101 @@ class MjpegServer:
         self._stopped.set()
         self._server.shutdown()
         self._server.server_close()
+
+
+class Mosquitto:
+    """A real mosquitto broker on a free loopback port, which a test can kill and start again."""
+
+    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = False) -> None:
+        """`persistence`: keep sessions and queued messages across a kill (saved every second)."""
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.conf = workdir / "mosquitto.conf"
+        store = (
+            f"persistence true\npersistence_location {workdir}/\nautosave_interval 1\n"
+            if persistence
+            else "persistence false\n"
+        )
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            f"{store}"
+            "max_queued_messages 100000\n"
+            f"log_dest file {workdir / 'mosquitto.log'}\n"
+        )
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.proc = subprocess.Popen(
+            [binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        if not wait_until(self._listening, 10):
+            raise RuntimeError(f"mosquitto did not start on port {self.port}")
+
+    def _listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: the broker vanishes without a goodbye, as a crashed or unplugged one does."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+class Subscriber:
+    """A separate MQTT client that records everything it receives, as a consumer of the device would.
+
+    `persistent=True` keeps its session (MQTT 3.1.1 clean_session=False) so that on a broker with
+    persistence nothing published while it was reconnecting is missed.
+    """
+
+    def __init__(self, port: int, topics: list[str], client_id: str = "test-subscriber",
+                 persistent: bool = False) -> None:  # fmt: skip
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent,
+            protocol=mqtt.MQTTv311,
+        )  # fmt: skip
+        self.client.reconnect_delay_set(0.05, 0.2)
+        self.topics = topics
+
+        def on_connect(client: mqtt.Client, *_: object) -> None:
+            client.subscribe([(t, 1) for t in self.topics])
+
+        def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+            with self._lock:
+                self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+        self.client.on_connect = on_connect
+        self.client.on_message = on_message
+        self.client.connect("127.0.0.1", port, keepalive=5)
+        self.client.loop_start()
+
+    def on(self, topic: str) -> list[bytes]:
+        with self._lock:
+            return [p for t, p, _ in self.messages if t == topic]
+
+    def json_on(self, topic: str) -> list[dict]:
+        return [json.loads(p) for p in self.on(topic)]
+
+    def last(self, topic: str) -> bytes | None:
+        got = self.on(topic)
+        return got[-1] if got else None
+
+    def publish(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()

@@ -20,7 +20,25 @@ def _box(box: Box | None) -> list[float] | None:
 
 
 def topic(prefix: str, device: str, *parts: str) -> str:
+    """`{prefix}/{device}/...`. The device's topics, all under that root:
+
+    availability                      online/offline, retained, also the Last Will
+    events, alerts                    JSON, QoS 1, from the outbox
+    stats                             JSON, QoS 0, retained
+    ask, answers                      instructions in, answers out
+    {camera}/{label}                  current count, retained
+    {camera}/snapshot                 JPEG of the latest alert, retained
+    {camera}/status                   camera online/offline, retained
+    {camera}/active/{rule}            ON while an event of that rule is open, retained
+    {camera}/{detect|alerts}/set      switch commands in (ON/OFF)
+    {camera}/{detect|alerts}/state    switch states, retained
+    """
     return "/".join((prefix, device, *parts))
+
+
+SWITCHES = ("detect", "alerts")
+ON, OFF = "ON", "OFF"
+ONLINE, OFFLINE = "online", "offline"
 
 
 def event_payload(record: EventRecord, transition: str) -> dict[str, Any]:

@@ -8,9 +8,22 @@ from __future__ import annotations
 
 import re
 from datetime import time as dtime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -115,11 +128,20 @@ class RuleConfig(Strict):
     severity: Literal["info", "warning", "critical"] = "warning"
     text: str | None = None
     """Alert text; default '{label} on {camera}'."""
+    push: list[str] = Field(default_factory=list)
+    """Push channels (names under `push:`) that get this rule's alerts, besides MQTT."""
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return _check_name(v, "rule name")
+
+    @field_validator("push")
+    @classmethod
+    def _push(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a push channel is listed twice")
+        return v
 
     @field_validator("zone")
     @classmethod
@@ -152,8 +174,157 @@ class RetentionConfig(Strict):
 
 class MqttConfig(Strict):
     url: str | None = None
-    """mqtt[s]://[user:pass@]host:port; None: alerts wait in the outbox until one is set."""
+    """mqtt[s]://[user:pass@]host:port; None: alerts wait in the outbox until one is set. mqtts uses
+    TLS (port 8883 by default); user and password in the URL are an alternative to the fields below."""
     prefix: str = "reflex"
+    username: str | None = None
+    password: str | None = None
+    password_file: str | None = None
+    """Read the password from this file (keeps it out of the config, e.g. a systemd credential)."""
+    ca_file: str | None = None
+    """CA bundle that signed the broker's certificate (default: the system's)."""
+    cert_file: str | None = None
+    key_file: str | None = None
+    """Client certificate and key, for brokers that authenticate devices by certificate."""
+    tls_insecure: bool = False
+    """Skip the broker hostname check (test benches with self-signed certificates only)."""
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    """auto: MQTT 5, falling back to 3.1.1 when the broker refuses it."""
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    client_id: str | None = None
+    """Default: reflex-{device id}."""
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    discovery: bool = True
+    """Publish Home Assistant MQTT discovery configs."""
+    discovery_prefix: str = "homeassistant"
+    stats_every_s: float = Field(10.0, gt=0)
+    max_command_bytes: int = Field(4096, ge=64)
+    """Larger `ask` or switch payloads are refused with an error answer."""
+
+    @field_validator("prefix", "discovery_prefix")
+    @classmethod
+    def _topic_level(cls, v: str) -> str:
+        if not v or any(c in v for c in "#+\x00") or v.startswith("/") or v.endswith("/"):
+            raise ValueError(f"{v!r} is not a usable MQTT topic prefix")
+        return v
+
+
+PushName = Annotated[str, AfterValidator(lambda v: _check_name(v, "push channel name"))]
+HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+RESERVED_HEADERS = {"host", "content-length", "content-type", "x-reflex-signature", "x-reflex-timestamp"}
+
+
+def _http_url(value: str, what: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} must be an http:// or https:// URL with a host")
+    if parts.username or parts.password:
+        raise ValueError(f"{what} must not carry user:password (use the channel's own fields)")
+    return value
+
+
+class PushBase(Strict):
+    url: str
+    timeout_s: float = Field(10.0, gt=0, le=300)
+    """Give up on one request after this long (it is retried like any failure)."""
+    retry_min_s: float = Field(1.0, gt=0)
+    retry_max_s: float = Field(60.0, gt=0)
+    """Back-off between retries of a failed message: doubles from retry_min_s up to retry_max_s,
+    jittered. Messages wait in the outbox meanwhile; none is skipped or reordered."""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _http_url(v, "url")
+
+    @model_validator(mode="after")
+    def _retry_range(self) -> PushBase:
+        if self.retry_max_s < self.retry_min_s:
+            raise ValueError("retry_max_s must be at least retry_min_s")
+        return self
+
+
+class WebhookConfig(PushBase):
+    """HTTP POST of the alert JSON (the MQTT alert payload, byte for byte)."""
+
+    type: Literal["webhook"]
+    secret: SecretStr | None = None
+    """Signs each body: header `X-Reflex-Signature: sha256=<hex HMAC-SHA256 of the body>`."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra request headers (e.g. Authorization for the receiver)."""
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not HEADER_NAME_RE.match(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+            if name.lower() in RESERVED_HEADERS:
+                raise ValueError(f"header {name!r} is set by the appliance and cannot be overridden")
+            if any(c in value for c in "\r\n\x00") or not value.isascii():
+                raise ValueError(f"header {name!r}: the value must be one line of ASCII")
+        return v
+
+
+class NtfyPriority(Strict):
+    """ntfy priority (1 min .. 5 max/urgent) for each alert severity."""
+
+    info: int = Field(3, ge=1, le=5)
+    warning: int = Field(4, ge=1, le=5)
+    critical: int = Field(5, ge=1, le=5)
+
+
+class NtfyConfig(PushBase):
+    """An ntfy topic (ntfy.sh or self-hosted): title, message, priority, the snapshot attached."""
+
+    type: Literal["ntfy"]
+    token: SecretStr | None = None
+    """Access token (sent as `Authorization: Bearer ...`)."""
+    username: str | None = None
+    password: SecretStr | None = None
+    priority: NtfyPriority = Field(default_factory=NtfyPriority)
+    attach_snapshot: bool = True
+    """Attach the alert's JPEG (waits up to ~2 s for it, then sends without)."""
+
+    @field_validator("url")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        if not urlsplit(v).path.strip("/"):
+            raise ValueError("url must name the topic, e.g. https://ntfy.sh/mytopic")
+        return v
+
+    @model_validator(mode="after")
+    def _auth(self) -> NtfyConfig:
+        if self.token is not None and (self.username is not None or self.password is not None):
+            raise ValueError("give either token or username/password, not both")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        return self
+
+
+PUSH_TYPES: dict[str, type[PushBase]] = {"webhook": WebhookConfig, "ntfy": NtfyConfig}
+
+
+def _push_by_type(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Validate a push channel as the model its `type` names, so that errors point at the key
+    itself (push.phones.url, with its line) rather than at a union branch (push.phones.ntfy.url)."""
+    if not isinstance(value, dict):
+        return handler(value)
+    model = PUSH_TYPES.get(value.get("type"))
+    if model is None:
+        error = PydanticCustomError("push_type", "type must be one of: " + ", ".join(PUSH_TYPES))
+        where = ("type",) if "type" in value else ()
+        raise ValidationError.from_exception_data(
+            "push", [{"type": error, "loc": where, "input": value.get("type")}]
+        )
+    return model.model_validate(value)
+
+
+PushChannelConfig = Annotated[
+    WebhookConfig | NtfyConfig, Field(discriminator="type"), WrapValidator(_push_by_type)
+]
+"""A push channel: a union discriminated by `type` (webhook | ntfy)."""
 
 
 class AdminConfig(Strict):
@@ -175,6 +346,8 @@ class EdgeConfig(Strict):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    push: dict[PushName, PushChannelConfig] = Field(default_factory=dict)
+    """Push channels (webhook, ntfy) by name; rules list the names that get their alerts."""
 
     @model_validator(mode="after")
     def _rules_unique(self) -> EdgeConfig:
@@ -186,4 +359,17 @@ class EdgeConfig(Strict):
             for cam in rule.cameras or []:
                 if self.cameras and cam not in self.cameras:
                     raise ValueError(f"rule {rule.name!r} names unknown camera {cam!r}")
+        for i, rule in enumerate(self.rules):
+            for j, channel in enumerate(rule.push):
+                if channel not in self.push:
+                    known = ", ".join(sorted(self.push)) or "none configured"
+                    error = PydanticCustomError(
+                        "push_channel",
+                        "rule {rule} names unknown push channel {channel} (push: {known})",
+                        {"rule": repr(rule.name), "channel": repr(channel), "known": known},
+                    )
+                    where = ("rules", i, "push", j)
+                    raise ValidationError.from_exception_data(
+                        "push", [{"type": error, "loc": where, "input": channel}]
+                    )
         return self

@@ -1,0 +1,423 @@
+"""The MQTT bus: drains the outbox to the broker, keeps retained state, takes commands.
+
+Why it is built this way:
+
+- **Nothing is lost.** Alerts and events are already committed to the SQLite outbox when they get
+  here. The bus publishes outbox rows in id order at QoS 1 and marks a row delivered only when the
+  broker's PUBACK for it arrives. After any disconnect it starts again from the oldest
+  unacknowledged row, so a broker outage delays messages and may repeat a few (consumers
+  de-duplicate by `id`), but never drops or reorders one.
+- **One fresh client per connection.** paho re-sends its own queued messages on reconnect, which
+  would race with the outbox's re-send; a new client per connection leaves the outbox the only
+  source of truth. The connection thread does the backoff (jittered, reconnect_min_s..max_s).
+- **Callbacks never touch the database.** paho calls back on its network thread while holding its
+  own locks; PUBACKs and commands are handed over through queues to the bus thread (acks, batched
+  into one commit) and the command thread (DB writes, answers).
+- **State is not history.** Counts, snapshot, camera status, switch states, rule activity and stats
+  are "latest value" topics: kept in memory, published retained, and all re-published on every
+  connect (a broker restarted without persistence gets them back at once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import random
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge.bus.payloads import OFFLINE, ONLINE, topic
+from edge.config.models import MqttConfig
+from edge.store import EventLog, StoreError
+
+log = logging.getLogger("edge.bus")
+
+WINDOW = 64
+"""Outbox messages in flight (published, PUBACK pending) at once: enough to keep a LAN broker busy,
+few enough that a reconnect re-sends little."""
+ACK_FLUSH_S = 0.05
+"""PUBACKs are committed in batches at most this old: one commit for many acks."""
+CONNECT_TIMEOUT_S = 10.0
+COMMAND_QUEUE = 256
+"""Commands waiting for the command thread; a flood beyond this is dropped (and logged)."""
+
+# MQTT 5 CONNACK "Unsupported Protocol Version", and MQTT 3.1.1's "unacceptable protocol version"
+# (paho reports the latter as reason code 1 on a 3.1.1 connection).
+_UNSUPPORTED_PROTOCOL = {132, 1}
+
+
+class BusConfigError(ValueError):
+    """The MQTT settings cannot work (bad URL, unreadable password file or certificate)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+
+    def __str__(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def parse_endpoint(cfg: MqttConfig) -> Endpoint:
+    """`mqtt[s]://[user:pass@]host[:port]` plus the credential fields; one-line errors."""
+    if not cfg.url:
+        raise BusConfigError("no MQTT URL configured")
+    parts = urlsplit(cfg.url)
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
+        raise BusConfigError(f"MQTT URL {_masked(cfg.url)!r}: expected mqtt[s]://[user:pass@]host:port")
+    tls = parts.scheme in ("mqtts", "ssl")
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError:
+        raise BusConfigError(f"MQTT URL {_masked(cfg.url)!r}: bad port") from None
+    username = cfg.username or (unquote(parts.username) if parts.username else None)
+    password = cfg.password or (unquote(parts.password) if parts.password else None)
+    if cfg.password_file:
+        try:
+            password = Path(cfg.password_file).read_text().strip()
+        except OSError as exc:
+            why = exc.strerror or exc
+            raise BusConfigError(f"cannot read MQTT password_file {cfg.password_file}: {why}") from None
+    return Endpoint(parts.hostname, port, tls, username, password)
+
+
+def _masked(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url
+
+
+Command = tuple[str, bytes]
+"""(topic, payload) of a message received on a command topic."""
+
+
+class Bus:
+    """One per appliance. Thread-safe: the red loops, the journal and the admin page call in."""
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        device: str,
+        events: EventLog,
+        on_command: Callable[[str, bytes], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.events = events
+        self.endpoint = parse_endpoint(cfg)
+        self.on_command = on_command
+        self.cleanup_filter: str | None = None
+        """Retained topics of ours under this filter that are not current state get cleared (an HA
+        discovery config of a camera or rule that was removed)."""
+        self.on_ack: Callable[[list[str]], None] | None = None
+        """Called (bus thread) with the message ids the broker acknowledged: tools/bench's latency."""
+        self.availability = self.topic("availability")
+        self.connected = threading.Event()
+        self.stop_event = threading.Event()
+        self.published = 0
+        self.acked = 0
+        self.connects = 0
+        self.last_error = ""
+        v311 = cfg.protocol == "3.1.1"
+        self._protocol = MQTTProtocolVersion.MQTTv311 if v311 else MQTTProtocolVersion.MQTTv5
+        self._wake = threading.Event()
+        self._acks: deque[int] = deque()
+        self._lost = threading.Event()
+        self._state: dict[str, tuple[bytes, int]] = {}
+        self._dirty: set[str] = set()
+        self._state_lock = threading.Lock()
+        self._commands: queue.Queue[Command | None] = queue.Queue(COMMAND_QUEUE)
+        self._threads: list[threading.Thread] = []
+        self._tls_context = self._make_tls_context() if self.endpoint.tls else None
+
+    def topic(self, *parts: str) -> str:
+        return topic(self.cfg.prefix, self.device, *parts)
+
+    # -- public API -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for name, target in (("mqtt", self._run), ("mqtt-commands", self._run_commands)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publish what is pending (briefly), say `offline`, disconnect."""
+        self.stop_event.set()
+        self._wake.set()
+        self._commands.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def notify(self) -> None:
+        """New outbox rows (or state) are waiting: publish them now rather than at the next poll."""
+        self._wake.set()
+
+    def set_state(self, topic_: str, payload: bytes | str, qos: int = 1) -> None:
+        """Publish `payload` retained on `topic_` now and after every reconnect; unchanged is a no-op."""
+        data = payload.encode() if isinstance(payload, str) else payload
+        with self._state_lock:
+            if self._state.get(topic_) == (data, qos):
+                return
+            self._state[topic_] = (data, qos)
+            self._dirty.add(topic_)
+        self._wake.set()
+
+    def wait_drained(self, timeout: float) -> bool:
+        """True once every MQTT outbox row is acknowledged (tests, tools/bench, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.events.outbox_depth() == 0:
+                return True
+            time.sleep(0.05)
+        return self.events.outbox_depth() == 0
+
+    # -- connection thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = self.cfg.reconnect_min_s
+        while not self.stop_event.is_set():
+            client = self._make_client()
+            started = time.monotonic()
+            if self._connect(client):
+                self._serve(client)
+            client.loop_stop()
+            if self.stop_event.is_set():
+                break
+            # A connection that lasted a while earns a quick retry; repeated failures back off.
+            delay = (
+                self.cfg.reconnect_min_s
+                if time.monotonic() - started > 30
+                else min(self.cfg.reconnect_max_s, delay * 2)
+            )
+            self.stop_event.wait(delay * random.uniform(0.5, 1.0))
+
+    def _make_client(self) -> mqtt.Client:
+        client_id = self.cfg.client_id or f"reflex-{self.device}"
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=self._protocol,
+            reconnect_on_failure=False,
+        )
+        client.max_inflight_messages_set(WINDOW + 8)
+        client.max_queued_messages_set(0)
+        client.will_set(self.availability, OFFLINE, qos=1, retain=True)
+        if self.endpoint.username:
+            client.username_pw_set(self.endpoint.username, self.endpoint.password)
+        if self._tls_context is not None:
+            client.tls_set_context(self._tls_context)
+            client.tls_insecure_set(self.cfg.tls_insecure)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def _make_tls_context(self) -> ssl.SSLContext:
+        try:
+            context = ssl.create_default_context(cafile=self.cfg.ca_file)
+            if self.cfg.cert_file:
+                context.load_cert_chain(self.cfg.cert_file, self.cfg.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise BusConfigError(f"MQTT TLS setup failed: {exc}") from None
+        if self.cfg.tls_insecure:
+            context.check_hostname = False
+        return context
+
+    def _connect(self, client: mqtt.Client) -> bool:
+        self._lost.clear()
+        self.connected.clear()
+        self._connack: ReasonCode | None = None
+        try:
+            kwargs = {"clean_start": True} if self._protocol == MQTTProtocolVersion.MQTTv5 else {}
+            client.connect(self.endpoint.host, self.endpoint.port, self.cfg.keepalive_s, **kwargs)
+        except (OSError, ssl.SSLError) as exc:
+            self._report_down(f"cannot reach broker {self.endpoint}: {exc}")
+            return False
+        client.loop_start()
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        while not (self.connected.is_set() or self._lost.is_set() or self.stop_event.is_set()):
+            if time.monotonic() > deadline:
+                self._report_down(f"broker {self.endpoint} did not answer CONNECT")
+                client.disconnect()
+                return False
+            time.sleep(0.01)
+        if self.connected.is_set():
+            return True
+        code = self._connack
+        if (
+            code is not None
+            and code.value in _UNSUPPORTED_PROTOCOL
+            and self.cfg.protocol == "auto"
+            and self._protocol == MQTTProtocolVersion.MQTTv5
+        ):
+            log.warning("broker %s refuses MQTT 5; falling back to MQTT 3.1.1", self.endpoint)
+            self._protocol = MQTTProtocolVersion.MQTTv311
+        return False
+
+    def _report_down(self, why: str) -> None:
+        if why != self.last_error:
+            log.warning("MQTT: %s (alerts wait in the outbox; retrying)", why)
+        self.last_error = why
+
+    def _serve(self, client: mqtt.Client) -> None:
+        """Connected: subscribe, say online, re-publish state, then drain until the connection ends."""
+        self.connects += 1
+        self.last_error = ""
+        subscriptions = [(self.topic("ask"), 1), (self.topic("+", "+", "set"), 1)]
+        if self.cleanup_filter:
+            subscriptions.append((self.cleanup_filter, 1))
+        client.subscribe(subscriptions)
+        client.publish(self.availability, ONLINE, qos=1, retain=True)
+        with self._state_lock:
+            self._dirty = set(self._state)
+        log.info("MQTT connected to %s (MQTT %s)", self.endpoint, "5" if self._protocol == 5 else "3.1.1")
+        inflight: dict[int, tuple[int, str]] = {}  # mid -> (outbox id, message id)
+        last_sent = 0
+        pending_acks: list[tuple[int, str]] = []
+        last_flush = time.monotonic()
+        while not self._lost.is_set():
+            if self.stop_event.is_set():
+                self._finish(client, inflight)
+                return
+            # Acks: resolve mids (only this thread touches `inflight`) and commit them in batches.
+            while self._acks:
+                acked = inflight.pop(self._acks.popleft(), None)
+                if acked is not None:
+                    pending_acks.append(acked)
+            now = time.monotonic()
+            if pending_acks and (now - last_flush >= ACK_FLUSH_S or len(pending_acks) >= WINDOW):
+                self._commit_acks(pending_acks)
+                pending_acks = []
+                last_flush = now
+            self._publish_state(client)
+            if len(inflight) < WINDOW:
+                last_sent = self._publish_outbox(client, inflight, last_sent)
+            self._wake.wait(ACK_FLUSH_S if (inflight or pending_acks) else 0.5)
+            self._wake.clear()
+        self._commit_acks(pending_acks)
+        self.connected.clear()
+        log.warning("MQTT connection to %s lost; %d messages in flight will be re-sent", self.endpoint,
+                    len(inflight))  # fmt: skip
+
+    def _publish_outbox(
+        self, client: mqtt.Client, inflight: dict[int, tuple[int, str]], last_sent: int
+    ) -> int:
+        try:
+            rows = self.events.outbox_pending(limit=WINDOW - len(inflight), after=last_sent)
+        except StoreError as exc:
+            log.error("MQTT: cannot read the outbox: %s", exc)
+            return last_sent
+        for row in rows:
+            info = client.publish(row.topic, row.payload, qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                self._lost.set()  # the socket is gone: start over from the oldest unacked row
+                break
+            inflight[info.mid] = (row.id, row.message_id)
+            last_sent = row.id
+            self.published += 1
+        return last_sent
+
+    def _publish_state(self, client: mqtt.Client) -> None:
+        with self._state_lock:
+            dirty = [(t, *self._state[t]) for t in self._dirty]
+            self._dirty.clear()
+        for topic_, payload, qos in dirty:
+            client.publish(topic_, payload, qos=qos, retain=True)
+
+    def _commit_acks(self, acked: list[tuple[int, str]]) -> None:
+        if not acked:
+            return
+        try:
+            self.events.mark_delivered([outbox_id for outbox_id, _ in acked])
+            self.acked += len(acked)
+        except StoreError as exc:
+            # Not marked: they will be sent again later, which consumers de-duplicate. Never lost.
+            log.error("MQTT: cannot record %d acknowledgements: %s", len(acked), exc)
+            return
+        if self.on_ack is not None:
+            self.on_ack([message_id for _, message_id in acked])
+
+    def _finish(self, client: mqtt.Client, inflight: dict[int, tuple[int, str]]) -> None:
+        deadline = time.monotonic() + 2.0
+        while inflight and time.monotonic() < deadline and not self._lost.is_set():
+            while self._acks:
+                acked = inflight.pop(self._acks.popleft(), None)
+                if acked is not None:
+                    self._commit_acks([acked])
+            time.sleep(0.01)
+        info = client.publish(self.availability, OFFLINE, qos=1, retain=True)
+        if not self._lost.is_set():
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(2.0)
+        client.disconnect()
+
+    # -- paho callbacks (network thread: no database, no blocking) -------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: ReasonCode,
+                    properties: object) -> None:  # fmt: skip
+        self._connack = reason
+        if reason.is_failure:
+            self._report_down(f"broker {self.endpoint} refused the connection: {reason}")
+            self._lost.set()
+        else:
+            self.connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: ReasonCode,
+                       properties: object) -> None:  # fmt: skip
+        self.connected.clear()
+        self._lost.set()
+        self._wake.set()
+
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: ReasonCode,
+                    properties: object) -> None:  # fmt: skip
+        if reason.is_failure:
+            # The broker refused this message (e.g. not authorised): it stays in the outbox.
+            log.error("MQTT: broker refused message %d: %s", mid, reason)
+            return
+        self._acks.append(mid)
+        self._wake.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        try:
+            self._commands.put_nowait((message.topic, bytes(message.payload)))
+        except queue.Full:
+            log.error("MQTT: command flood, dropped a message on %s", message.topic)
+
+    # -- command thread ---------------------------------------------------------------------------
+
+    def _clear_if_stale(self, topic_: str, payload: bytes) -> None:
+        with self._state_lock:
+            current = topic_ in self._state
+        if payload and not current:
+            log.info("MQTT: clearing retained %s (no longer configured)", topic_)
+            self.set_state(topic_, b"")
+
+    def _run_commands(self) -> None:
+        while (item := self._commands.get()) is not None:
+            if self.cleanup_filter and mqtt.topic_matches_sub(self.cleanup_filter, item[0]):
+                self._clear_if_stale(*item)
+                continue
+            if self.on_command is None:
+                continue
+            try:
+                self.on_command(*item)
+            except Exception:  # a command must never take the appliance down
+                log.exception("MQTT: command on %s failed", item[0])
