@@ -263,10 +263,10 @@ class Appliance:
                 )
         if self.live is not None:
             try:
-                depth = self.events.outbox_depth()
+                depth, dropped = self.events.outbox_depth(), self.events.outbox_dropped()
             except StoreError:
-                depth = -1
-            self.live.stats(cameras, depth, self.journal.shed)
+                depth, dropped = -1, 0
+            self.live.stats(cameras, depth, dropped + self.journal.shed)
 
 
 class _Wake:

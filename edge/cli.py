@@ -49,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--data", help="keep the event log here (default: a temporary one)")
     scan.add_argument("--camera", help="camera name in the output (default: from the source)")
 
+    ask = sub.add_parser("ask", help="send an instruction to a running appliance, print the answers")
+    ask.add_argument("text", help='e.g. "How many people are in the lobby?"')
+    ask.add_argument("--camera", help="the camera the question is about")
+    ask.add_argument("--config", help="YAML config file (its mqtt: and device: settings are used)")
+    ask.add_argument("--mqtt", metavar="URL", help="mqtt[s]://[user:pass@]host:port")
+    ask.add_argument("--device", help="device id of the appliance")
+    ask.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer")
+    ask.add_argument("--json", action="store_true", help="print each answer as JSON")
+
     events = sub.add_parser("events", help="list the event log")
     events.add_argument("--config", help="YAML config file")
     events.add_argument("--data", help="data folder (default: the config's data_dir)")
@@ -129,6 +138,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ask(args: argparse.Namespace) -> int:
+    from edge.bus.ask import ask
+    from edge.bus.mqtt import BusConfigError
+
+    cfg, _ = load_config(args.config)
+    mqtt_cfg = cfg.mqtt.model_copy(update={"url": args.mqtt}) if args.mqtt else cfg.mqtt
+    if not mqtt_cfg.url:
+        raise ConfigError("no MQTT broker: give --mqtt URL or a config with mqtt.url")
+
+    ran_out = True
+
+    def show(answer: dict) -> None:
+        nonlocal ran_out
+        ran_out = answer.get("kind") == "ack"
+        if args.json:
+            print(json.dumps(answer), flush=True)
+        else:
+            print(f"{answer.get('kind')}: {answer.get('text')}", flush=True)
+
+    try:
+        status = ask(mqtt_cfg, args.device or cfg.device.id, args.text, args.camera, args.timeout, show)
+    except BusConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    if status == 1:
+        print(f"edge: no answer within {args.timeout:g} s: is the appliance running and connected?",
+              file=sys.stderr)  # fmt: skip
+    elif status == 0 and ran_out:
+        print(f"edge: acknowledged; no final answer within {args.timeout:g} s", file=sys.stderr)
+    return status
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     cfg, base = load_config(args.config)
     data = Path(args.data) if args.data else (base / cfg.data_dir)
@@ -165,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    commands = {"scan": cmd_scan, "run": cmd_run, "events": cmd_events}
+    commands = {"scan": cmd_scan, "run": cmd_run, "ask": cmd_ask, "events": cmd_events}
     try:
         return commands[args.command](args)
     except (ConfigError, SourceError, ModelError, BackendError, StoreError) as exc:

@@ -296,6 +296,14 @@ def test_fuzzed_commands_get_errors_and_change_nothing_while_switches_persist(
                                       for a in sub.json_on(f"{ROOT}/answers")), 10)  # fmt: skip
         stored = db_rows(tmp_path, "SELECT id, text, status FROM instructions")
         assert stored == [("q-ok", "How many people are in the yard?", "received")]
+        cli = subprocess.run(
+            [sys.executable, "-m", "edge", "ask", "Describe the fire", "--camera", "yard", "--config",
+             str(edge.config), "--timeout", "3"],
+            capture_output=True, text=True, timeout=60, cwd=REPO,
+        )  # fmt: skip
+        assert cli.returncode == 0, cli.stderr
+        assert cli.stdout == "ack: Please wait a moment.\n"
+        assert "Describe the fire" in [r[0] for r in db_rows(tmp_path, "SELECT text FROM instructions")]
 
         sub.publish(f"{ROOT}/yard/detect/set", b"off")
         assert wait_until(lambda: sub.last(f"{ROOT}/yard/detect/state") == b"OFF", 10)

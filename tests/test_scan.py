@@ -162,6 +162,12 @@ def test_scan_keeps_an_event_log_that_edge_events_lists(tmp_path: Path) -> None:
         (["run", "--config", "{bad_config}"], "bad.yaml:2"),
         (["run", "--camera", "door", "--model", str(MODEL)], "expected NAME=SOURCE"),
         (["scan", str(PEOPLE), "--watch", "person", "--model", "/nonexistent.onnx"], "model file not found"),
+        (
+            ["run", "--camera", "door=x.mp4", "--mqtt", "http://broker", "--watch", "fire"],
+            "expected mqtt[s]://",
+        ),
+        (["ask", "hello", "--mqtt", "mqtt://127.0.0.1:{port}"], "cannot reach the broker"),
+        (["ask", "hello"], "no MQTT broker"),
     ],
 )
 def test_bad_input_is_one_line_error_and_nonzero_exit(tmp_path: Path, args: list[str], says: str) -> None:

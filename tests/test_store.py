@@ -492,6 +492,27 @@ def test_retention_by_age_keeps_undelivered_alerts(log: EventLog, caplog: pytest
     assert not (log.snapshot_dir / kept_snap).exists()
 
 
+def test_full_outbox_sheds_event_messages_first_then_oldest_alerts_loudly(
+    log: EventLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    log.event_started(make_event("e1"))
+    for i in range(300):
+        log.enqueue("event", "reflex/dev/events", {"v": 1, "n": i}, f"e1:update:{i}")
+    alerts = [make_alert(f"a{i:04d}", "e1") for i in range(1200)]
+    for alert in alerts:
+        log.alert(alert, payload(alert), TOPIC, push=("phone",) if alert.id < "a0005" else ())
+    cfg = RetentionConfig(max_age_days=30, min_free_mb=0, outbox_max_messages=1000)
+    with caplog.at_level(logging.ERROR, logger="edge.store.eventlog"):
+        report = log.apply_retention(cfg)
+    assert (report.shed_messages, report.shed_alerts) == (300, 200)
+    assert "OUTBOX FULL" in caplog.text and "200" in caplog.text
+    pending = log.outbox_pending(limit=2000)
+    assert [m.message_id for m in pending] == [a.id for a in alerts[200:]], "the newest 1000 alerts stay"
+    assert log.outbox_depth(channel="push:phone") == 5, "a small channel is not shed for a big one"
+    assert log.outbox_dropped() == 500
+    assert log.apply_retention(cfg).shed_alerts == 0, "under the limit nothing more is shed"
+
+
 def test_retention_gives_database_space_back(log: EventLog) -> None:
     now = time.time()
     for i in range(10):

@@ -49,6 +49,8 @@ few enough that a reconnect re-sends little."""
 ACK_FLUSH_S = 0.05
 """PUBACKs are committed in batches at most this old: one commit for many acks."""
 CONNECT_TIMEOUT_S = 10.0
+STOP_DRAIN_S = 3.0
+"""On a clean stop, how long the bus keeps publishing what is queued before it says `offline`."""
 COMMAND_QUEUE = 256
 """Commands waiting for the command thread; a flood beyond this is dropped (and logged)."""
 
@@ -103,6 +105,39 @@ def _masked(url: str) -> str:
     return url
 
 
+def tls_context(cfg: MqttConfig) -> ssl.SSLContext:
+    """TLS for mqtts://: the broker's CA (default: the system's), and a client certificate if set."""
+    try:
+        context = ssl.create_default_context(cafile=cfg.ca_file)
+        if cfg.cert_file:
+            context.load_cert_chain(cfg.cert_file, cfg.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise BusConfigError(f"MQTT TLS setup failed: {exc}") from None
+    if cfg.tls_insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def new_client(
+    cfg: MqttConfig,
+    endpoint: Endpoint,
+    protocol: MQTTProtocolVersion,
+    client_id: str,
+    context: ssl.SSLContext | None = None,
+) -> mqtt.Client:
+    """A paho client with the configured credentials and TLS, no automatic reconnect (callers own it)."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, reconnect_on_failure=False
+    )
+    if endpoint.username:
+        client.username_pw_set(endpoint.username, endpoint.password)
+    if endpoint.tls:
+        client.tls_set_context(context or tls_context(cfg))
+        client.tls_insecure_set(cfg.tls_insecure)
+    return client
+
+
 Command = tuple[str, bytes]
 """(topic, payload) of a message received on a command topic."""
 
@@ -137,14 +172,14 @@ class Bus:
         v311 = cfg.protocol == "3.1.1"
         self._protocol = MQTTProtocolVersion.MQTTv311 if v311 else MQTTProtocolVersion.MQTTv5
         self._wake = threading.Event()
-        self._acks: deque[int] = deque()
+        self._acks: deque[tuple[mqtt.Client, int]] = deque()
         self._lost = threading.Event()
         self._state: dict[str, tuple[bytes, int]] = {}
         self._dirty: set[str] = set()
         self._state_lock = threading.Lock()
         self._commands: queue.Queue[Command | None] = queue.Queue(COMMAND_QUEUE)
         self._threads: list[threading.Thread] = []
-        self._tls_context = self._make_tls_context() if self.endpoint.tls else None
+        self._tls_context = tls_context(cfg) if self.endpoint.tls else None
 
     def topic(self, *parts: str) -> str:
         return topic(self.cfg.prefix, self.device, *parts)
@@ -157,7 +192,7 @@ class Bus:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 8.0) -> None:
         """Publish what is pending (briefly), say `offline`, disconnect."""
         self.stop_event.set()
         self._wake.set()
@@ -210,36 +245,14 @@ class Bus:
 
     def _make_client(self) -> mqtt.Client:
         client_id = self.cfg.client_id or f"reflex-{self.device}"
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=self._protocol,
-            reconnect_on_failure=False,
-        )
+        client = new_client(self.cfg, self.endpoint, self._protocol, client_id, self._tls_context)
         client.max_inflight_messages_set(WINDOW + 8)
-        client.max_queued_messages_set(0)
         client.will_set(self.availability, OFFLINE, qos=1, retain=True)
-        if self.endpoint.username:
-            client.username_pw_set(self.endpoint.username, self.endpoint.password)
-        if self._tls_context is not None:
-            client.tls_set_context(self._tls_context)
-            client.tls_insecure_set(self.cfg.tls_insecure)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         return client
-
-    def _make_tls_context(self) -> ssl.SSLContext:
-        try:
-            context = ssl.create_default_context(cafile=self.cfg.ca_file)
-            if self.cfg.cert_file:
-                context.load_cert_chain(self.cfg.cert_file, self.cfg.key_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise BusConfigError(f"MQTT TLS setup failed: {exc}") from None
-        if self.cfg.tls_insecure:
-            context.check_hostname = False
-        return context
 
     def _connect(self, client: mqtt.Client) -> bool:
         self._lost.clear()
@@ -293,38 +306,52 @@ class Bus:
         last_sent = 0
         pending_acks: list[tuple[int, str]] = []
         last_flush = time.monotonic()
+        stop_by: float | None = None
         while not self._lost.is_set():
-            if self.stop_event.is_set():
-                self._finish(client, inflight)
-                return
-            # Acks: resolve mids (only this thread touches `inflight`) and commit them in batches.
-            while self._acks:
-                acked = inflight.pop(self._acks.popleft(), None)
-                if acked is not None:
-                    pending_acks.append(acked)
+            self._wake.clear()
+            self._take_acks(client, inflight, pending_acks)
             now = time.monotonic()
             if pending_acks and (now - last_flush >= ACK_FLUSH_S or len(pending_acks) >= WINDOW):
                 self._commit_acks(pending_acks)
                 pending_acks = []
                 last_flush = now
             self._publish_state(client)
+            fetched = 0
             if len(inflight) < WINDOW:
-                last_sent = self._publish_outbox(client, inflight, last_sent)
-            self._wake.wait(ACK_FLUSH_S if (inflight or pending_acks) else 0.5)
-            self._wake.clear()
+                last_sent, fetched = self._publish_outbox(client, inflight, last_sent)
+            if self.stop_event.is_set():
+                # Stopping: send what the red loops queued last (event ends) for a moment, then go.
+                stop_by = stop_by or now + STOP_DRAIN_S
+                if (not inflight and not fetched) or now > stop_by:
+                    self._commit_acks(pending_acks)
+                    self._goodbye(client)
+                    return
+            self._wake.wait(ACK_FLUSH_S if (inflight or pending_acks or stop_by) else 0.5)
+        self._take_acks(client, inflight, pending_acks)
         self._commit_acks(pending_acks)
         self.connected.clear()
         log.warning("MQTT connection to %s lost; %d messages in flight will be re-sent", self.endpoint,
                     len(inflight))  # fmt: skip
 
+    def _take_acks(
+        self, client: mqtt.Client, inflight: dict[int, tuple[int, str]], into: list[tuple[int, str]]
+    ) -> None:
+        """Resolve PUBACKed mids to outbox rows (only this thread touches `inflight`). An ack of an
+        earlier connection's client is ignored: its mids are reused by the new client."""
+        while self._acks:
+            acker, mid = self._acks.popleft()
+            if acker is client and (acked := inflight.pop(mid, None)) is not None:
+                into.append(acked)
+
     def _publish_outbox(
         self, client: mqtt.Client, inflight: dict[int, tuple[int, str]], last_sent: int
-    ) -> int:
+    ) -> tuple[int, int]:
+        """Publish the next rows after `last_sent`; returns (new last_sent, rows fetched)."""
         try:
             rows = self.events.outbox_pending(limit=WINDOW - len(inflight), after=last_sent)
         except StoreError as exc:
             log.error("MQTT: cannot read the outbox: %s", exc)
-            return last_sent
+            return last_sent, 0
         for row in rows:
             info = client.publish(row.topic, row.payload, qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
@@ -333,7 +360,7 @@ class Bus:
             inflight[info.mid] = (row.id, row.message_id)
             last_sent = row.id
             self.published += 1
-        return last_sent
+        return last_sent, len(rows)
 
     def _publish_state(self, client: mqtt.Client) -> None:
         with self._state_lock:
@@ -355,18 +382,11 @@ class Bus:
         if self.on_ack is not None:
             self.on_ack([message_id for _, message_id in acked])
 
-    def _finish(self, client: mqtt.Client, inflight: dict[int, tuple[int, str]]) -> None:
-        deadline = time.monotonic() + 2.0
-        while inflight and time.monotonic() < deadline and not self._lost.is_set():
-            while self._acks:
-                acked = inflight.pop(self._acks.popleft(), None)
-                if acked is not None:
-                    self._commit_acks([acked])
-            time.sleep(0.01)
+    def _goodbye(self, client: mqtt.Client) -> None:
+        """A clean stop says `offline` itself (the Last Will is only for crashes)."""
         info = client.publish(self.availability, OFFLINE, qos=1, retain=True)
-        if not self._lost.is_set():
-            with contextlib.suppress(RuntimeError, ValueError):
-                info.wait_for_publish(2.0)
+        with contextlib.suppress(RuntimeError, ValueError):
+            info.wait_for_publish(2.0)
         client.disconnect()
 
     # -- paho callbacks (network thread: no database, no blocking) -------------------------------
@@ -392,7 +412,7 @@ class Bus:
             # The broker refused this message (e.g. not authorised): it stays in the outbox.
             log.error("MQTT: broker refused message %d: %s", mid, reason)
             return
-        self._acks.append(mid)
+        self._acks.append((client, mid))
         self._wake.set()
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:

@@ -170,6 +170,10 @@ class RetentionConfig(Strict):
     max_age_days: float = Field(30.0, gt=0)
     min_free_mb: float = Field(500.0, ge=0)
     """Delete the oldest snapshots and events while free disk space is below this."""
+    outbox_max_messages: int = Field(200_000, ge=1000)
+    """Undelivered messages kept per delivery channel (months of alerts). Past it the oldest event
+    messages are shed first, then the oldest alerts: each shed is logged as an error, counted in
+    `stats.outbox_shed` and kept in the database as a dropped row."""
 
 
 class MqttConfig(Strict):

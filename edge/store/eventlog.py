@@ -377,6 +377,12 @@ class EventLog:
         with self._write(f"cannot count an attempt for outbox message {outbox_id}") as s:
             s.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id).values(attempts=OUTBOX.c.attempts + 1))
 
+    def outbox_dropped(self) -> int:
+        """Messages that will never be delivered because they were shed or their channel removed."""
+        stmt = select(func.count()).select_from(OUTBOX).where(OUTBOX.c.dropped_at.is_not(None))
+        with self._read("cannot read the outbox") as s:
+            return int(s.scalar(stmt) or 0)
+
     def drop_unknown_push_channels(self, configured: set[str]) -> dict[str, int]:
         """Mark undelivered rows of push channels not in `configured` as dropped; channel -> count.
 
@@ -484,6 +490,21 @@ class EventLog:
         """
         now = time.time() if now is None else now
         report = RetentionReport()
+        with self._write("outbox shedding failed") as s:
+            report.shed_messages, report.shed_alerts = retention.shed_outbox(s, cfg.outbox_max_messages, now)
+        if report.shed_alerts:
+            log.error(
+                "OUTBOX FULL: dropped the %d oldest undelivered alerts (and %d other messages) to stay "
+                "under %d per channel: the broker has not acknowledged anything for a long time",
+                report.shed_alerts,
+                report.shed_messages,
+                cfg.outbox_max_messages,
+            )
+        elif report.shed_messages:
+            log.error(
+                "outbox full: dropped the %d oldest undelivered event messages (alerts kept)",
+                report.shed_messages,
+            )
         self._retain_by_age(now - cfg.max_age_days * DAY_S, report)
         need = int(cfg.min_free_mb * MIB)
         if need > 0:

@@ -35,6 +35,10 @@ class RetentionReport:
     """Bytes of snapshot files deleted (database pages freed are not counted)."""
     undelivered_kept: int = 0
     """Outbox rows past the age limit kept because the broker never acknowledged them."""
+    shed_messages: int = 0
+    """Undelivered event/answer messages dropped because a channel's outbox was over its limit."""
+    shed_alerts: int = 0
+    """Undelivered alerts dropped for the same reason (only once no other message was left to shed)."""
 
 
 def protected_events() -> Select[tuple[str]]:
@@ -133,3 +137,35 @@ def count_old_undelivered(session: Session, cutoff: float) -> int:
     """Outbox rows older than `cutoff` that retention keeps because they are not delivered yet."""
     stmt = select(func.count()).select_from(Outbox).where(Outbox.created_at < cutoff, undelivered())
     return int(session.scalar(stmt) or 0)
+
+
+def shed_outbox(session: Session, max_rows: int, now: float) -> tuple[int, int]:
+    """Keep at most `max_rows` undelivered rows per channel: mark the oldest dropped, alerts last.
+
+    Returns (other messages shed, alerts shed). Dropped rows stay in the table (with the reason), so
+    what was shed can be shown and counted; only an explicit delivery or retention removes them.
+    """
+    shed = {"other": 0, "alert": 0}
+    depth = select(Outbox.channel, func.count()).where(undelivered()).group_by(Outbox.channel)
+    for channel, count in session.execute(depth).all():
+        excess = int(count) - max_rows
+        for kind in ("other", "alert"):
+            if excess <= 0:
+                break
+            is_kind = Outbox.kind == "alert" if kind == "alert" else Outbox.kind != "alert"
+            oldest = (
+                select(Outbox.id)
+                .where(undelivered(), Outbox.channel == channel, is_kind)
+                .order_by(Outbox.id)
+                .limit(excess)
+            )
+            ids = list(session.scalars(oldest))
+            for chunk in _chunks(ids):
+                session.execute(
+                    update(Outbox)
+                    .where(Outbox.id.in_(chunk))
+                    .values(dropped_at=now, drop_reason=f"outbox over {max_rows} undelivered messages")
+                )
+            shed[kind] += len(ids)
+            excess -= len(ids)
+    return shed["other"], shed["alert"]
