@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import islice
 from pathlib import Path
 
@@ -38,10 +38,14 @@ LOG_STATS_EVERY_S = 60.0
 
 
 class Appliance:
-    def __init__(self, cfg: EdgeConfig, base_dir: Path, rules: list[Rule]) -> None:
+    def __init__(
+        self, cfg: EdgeConfig, base_dir: Path, rules: list[Rule], observers: Sequence[Sink] = ()
+    ) -> None:
+        """`observers` see every transition after it is stored (tools/bench times alerts with one)."""
         self.cfg = cfg
         self.data_dir = Path(cfg.data_dir) if Path(cfg.data_dir).is_absolute() else base_dir / cfg.data_dir
         self.rules = rules
+        self.observers = list(observers)
         self.stop_event = threading.Event()
         self.detector = load_detector(cfg, base_dir, rules)
         self.events = EventLog(self.data_dir)
@@ -75,7 +79,7 @@ class Appliance:
         for rule in self.rules:
             self.events.ensure_rule(rule.cfg)
         sinks: list[Sink] = [self.journal] if self.live is None else [self.journal, self.live]
-        sinks.append(_Wake(self._wake_deliverers))
+        sinks += [*self.observers, _Wake(self._wake_deliverers)]
         for name, cam_cfg in self.cfg.cameras.items():
             if cam_cfg.enabled:
                 self.events.ensure_camera(name, cam_cfg.source, detect=cam_cfg.detect, alerts=cam_cfg.alerts)

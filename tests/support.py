@@ -3,7 +3,9 @@ patient waits."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -82,8 +84,10 @@ class MjpegServer:
 class Mosquitto:
     """A real mosquitto broker on a free loopback port, which a test can kill and start again."""
 
-    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = False) -> None:
-        """`persistence`: keep sessions and queued messages across a kill (saved every second)."""
+    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = False, listener: str = "",
+                 anonymous: bool = True) -> None:  # fmt: skip
+        """`persistence`: keep sessions and queued messages across a kill (saved every second);
+        `listener`: extra lines for the listener (TLS files, password_file)."""
         self.workdir = workdir
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -94,8 +98,9 @@ class Mosquitto:
             else "persistence false\n"
         )
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            ("user root\n" if os.geteuid() == 0 else "")  # read the test's files; no privilege drop
+            + f"listener {self.port} 127.0.0.1\n{listener}"
+            f"allow_anonymous {'true' if anonymous else 'false'}\n"
             f"{store}"
             "max_queued_messages 100000\n"
             f"log_dest file {workdir / 'mosquitto.log'}\n"
@@ -136,7 +141,8 @@ class Subscriber:
     """
 
     def __init__(self, port: int, topics: list[str], client_id: str = "test-subscriber",
-                 persistent: bool = False) -> None:  # fmt: skip
+                 persistent: bool = False, tls: tuple[Path, str, str] | None = None) -> None:  # fmt: skip
+        """`tls`: (CA file, user name, password) for a broker with TLS and passwords."""
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self.client = mqtt.Client(
@@ -144,6 +150,9 @@ class Subscriber:
             protocol=mqtt.MQTTv311,
         )  # fmt: skip
         self.client.reconnect_delay_set(0.05, 0.2)
+        if tls is not None:
+            self.client.tls_set(ca_certs=str(tls[0]))
+            self.client.username_pw_set(tls[1], tls[2])
         self.topics = topics
 
         def on_connect(client: mqtt.Client, *_: object) -> None:
@@ -155,7 +164,7 @@ class Subscriber:
 
         self.client.on_connect = on_connect
         self.client.on_message = on_message
-        self.client.connect("127.0.0.1", port, keepalive=5)
+        self.client.connect("localhost" if tls else "127.0.0.1", port, keepalive=5)
         self.client.loop_start()
 
     def on(self, topic: str) -> list[bytes]:
@@ -175,3 +184,55 @@ class Subscriber:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+class OldBroker:
+    """Plays an MQTT 3.1.1-only broker in front of a real one: an MQTT 5 CONNECT gets the 3.1.1 answer
+    "unacceptable protocol version" (CONNACK return code 1) and the connection is closed; a 3.1.1
+    connection is passed through to the real broker byte for byte."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.refused_v5 = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        head = conn.recv(4096)  # fixed header, remaining length, "\x00\x04MQTT", protocol level
+        at = 1
+        while head[at] & 0x80:
+            at += 1
+        level = head[at + 1 + 6]
+        if level == 5:
+            self.refused_v5 += 1
+            conn.sendall(b"\x20\x02\x00\x01")
+            conn.close()
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        upstream.sendall(head)
+        for a, b in ((conn, upstream), (upstream, conn)):
+            threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

@@ -140,6 +140,8 @@ def new_client(
 
 Command = tuple[str, bytes]
 """(topic, payload) of a message received on a command topic."""
+Acked = tuple[int, str, float]
+"""(outbox id, message id, time.monotonic() of the PUBACK)."""
 
 
 class Bus:
@@ -160,8 +162,8 @@ class Bus:
         self.cleanup_filter: str | None = None
         """Retained topics of ours under this filter that are not current state get cleared (an HA
         discovery config of a camera or rule that was removed)."""
-        self.on_ack: Callable[[list[str]], None] | None = None
-        """Called (bus thread) with the message ids the broker acknowledged: tools/bench's latency."""
+        self.on_ack: Callable[[list[tuple[str, float]]], None] | None = None
+        """Called (bus thread) with (message id, time.monotonic() of its PUBACK) once recorded."""
         self.availability = self.topic("availability")
         self.connected = threading.Event()
         self.stop_event = threading.Event()
@@ -172,7 +174,7 @@ class Bus:
         v311 = cfg.protocol == "3.1.1"
         self._protocol = MQTTProtocolVersion.MQTTv311 if v311 else MQTTProtocolVersion.MQTTv5
         self._wake = threading.Event()
-        self._acks: deque[tuple[mqtt.Client, int]] = deque()
+        self._acks: deque[tuple[mqtt.Client, int, float]] = deque()
         self._lost = threading.Event()
         self._state: dict[str, tuple[bytes, int]] = {}
         self._dirty: set[str] = set()
@@ -304,7 +306,7 @@ class Bus:
         log.info("MQTT connected to %s (MQTT %s)", self.endpoint, "5" if self._protocol == 5 else "3.1.1")
         inflight: dict[int, tuple[int, str]] = {}  # mid -> (outbox id, message id)
         last_sent = 0
-        pending_acks: list[tuple[int, str]] = []
+        pending_acks: list[Acked] = []
         last_flush = time.monotonic()
         stop_by: float | None = None
         while not self._lost.is_set():
@@ -334,14 +336,14 @@ class Bus:
                     len(inflight))  # fmt: skip
 
     def _take_acks(
-        self, client: mqtt.Client, inflight: dict[int, tuple[int, str]], into: list[tuple[int, str]]
+        self, client: mqtt.Client, inflight: dict[int, tuple[int, str]], into: list[Acked]
     ) -> None:
         """Resolve PUBACKed mids to outbox rows (only this thread touches `inflight`). An ack of an
         earlier connection's client is ignored: its mids are reused by the new client."""
         while self._acks:
-            acker, mid = self._acks.popleft()
-            if acker is client and (acked := inflight.pop(mid, None)) is not None:
-                into.append(acked)
+            acker, mid, at = self._acks.popleft()
+            if acker is client and (sent := inflight.pop(mid, None)) is not None:
+                into.append((*sent, at))
 
     def _publish_outbox(
         self, client: mqtt.Client, inflight: dict[int, tuple[int, str]], last_sent: int
@@ -369,18 +371,18 @@ class Bus:
         for topic_, payload, qos in dirty:
             client.publish(topic_, payload, qos=qos, retain=True)
 
-    def _commit_acks(self, acked: list[tuple[int, str]]) -> None:
+    def _commit_acks(self, acked: list[Acked]) -> None:
         if not acked:
             return
         try:
-            self.events.mark_delivered([outbox_id for outbox_id, _ in acked])
+            self.events.mark_delivered([outbox_id for outbox_id, _, _ in acked])
             self.acked += len(acked)
         except StoreError as exc:
             # Not marked: they will be sent again later, which consumers de-duplicate. Never lost.
             log.error("MQTT: cannot record %d acknowledgements: %s", len(acked), exc)
             return
         if self.on_ack is not None:
-            self.on_ack([message_id for _, message_id in acked])
+            self.on_ack([(message_id, at) for _, message_id, at in acked])
 
     def _goodbye(self, client: mqtt.Client) -> None:
         """A clean stop says `offline` itself (the Last Will is only for crashes)."""
@@ -412,7 +414,7 @@ class Bus:
             # The broker refused this message (e.g. not authorised): it stays in the outbox.
             log.error("MQTT: broker refused message %d: %s", mid, reason)
             return
-        self._acks.append((client, mid))
+        self._acks.append((client, mid, time.monotonic()))
         self._wake.set()
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
