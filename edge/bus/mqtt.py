@@ -88,7 +88,8 @@ def parse_endpoint(cfg: MqttConfig) -> Endpoint:
     except ValueError:
         raise BusConfigError(f"MQTT URL {_masked(cfg.url)!r}: bad port") from None
     username = cfg.username or (unquote(parts.username) if parts.username else None)
-    password = cfg.password or (unquote(parts.password) if parts.password else None)
+    password = cfg.password.get_secret_value() if cfg.password else None
+    password = password or (unquote(parts.password) if parts.password else None)
     if cfg.password_file:
         try:
             password = Path(cfg.password_file).read_text().strip()
@@ -115,7 +116,6 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext:
         raise BusConfigError(f"MQTT TLS setup failed: {exc}") from None
     if cfg.tls_insecure:
         context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
     return context
 
 

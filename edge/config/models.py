@@ -182,7 +182,7 @@ class MqttConfig(Strict):
     TLS (port 8883 by default); user and password in the URL are an alternative to the fields below."""
     prefix: str = "reflex"
     username: str | None = None
-    password: str | None = None
+    password: SecretStr | None = None
     password_file: str | None = None
     """Read the password from this file (keeps it out of the config, e.g. a systemd credential)."""
     ca_file: str | None = None
