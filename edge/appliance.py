@@ -143,14 +143,14 @@ class Appliance:
 
     def set_switch(self, camera: str, switch: str, on: bool, *, persist: bool = True) -> None:
         """Flip a camera's `detect` or `alerts` switch (MQTT command, admin page, start-up)."""
+        if persist:  # first: a switch that cannot be stored is refused, not half-applied
+            self.events.set_switch(camera, switch, on)
+            log.info("camera %s: %s switched %s", camera, switch, "on" if on else "off")
         loop = self.loops[camera]
         if switch == "detect":
             loop.detect_enabled = on
         else:
             loop.alerts_enabled = on
-        if persist:
-            self.events.set_switch(camera, switch, on)
-            log.info("camera %s: %s switched %s", camera, switch, "on" if on else "off")
         if self.live is not None:
             self.live.switch(camera, switch, on)
 

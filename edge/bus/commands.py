@@ -87,7 +87,10 @@ class Commands:
             raise CommandError("payload is not UTF-8 text (expected ON or OFF)") from None
         if value not in (ON, OFF):
             raise CommandError(f"payload {value[:40]!r} is not ON or OFF")
-        self.set_switch(camera, switch, value == ON)
+        try:
+            self.set_switch(camera, switch, value == ON)
+        except StoreError as exc:
+            raise CommandError(f"cannot store the switch: {exc}") from None
 
     def _parse_ask(self, payload: bytes) -> dict[str, Any]:
         try:
