@@ -240,7 +240,10 @@ class Appliance:
             to_log = now - last_log >= LOG_STATS_EVERY_S
             if to_log:
                 last_log = now
-            self._report_stats(to_log)
+            try:
+                self._report_stats(to_log)
+            except Exception:  # stats are never worth stopping retention for
+                log.exception("stats report failed; trying again next time")
 
     def _report_stats(self, to_log: bool) -> None:
         cameras: dict[str, dict[str, object]] = {}
