@@ -19,7 +19,7 @@ from edge import __version__
 from edge.bus.commands import Commands
 from edge.bus.discovery import discovery_filter, discovery_messages
 from edge.bus.mqtt import Bus, BusConfigError
-from edge.bus.payloads import topic
+from edge.bus.payloads import event_payload, topic
 from edge.bus.push import PushWorker, start_push_workers
 from edge.bus.state import LiveState
 from edge.capture import Camera
@@ -78,6 +78,7 @@ class Appliance:
     def start(self) -> None:
         for rule in self.rules:
             self.events.ensure_rule(rule.cfg)
+        self._end_orphaned_events()
         sinks: list[Sink] = [self.journal] if self.live is None else [self.journal, self.live]
         sinks += [*self.observers, _Wake(self._wake_deliverers)]
         for name, cam_cfg in self.cfg.cameras.items():
@@ -161,6 +162,20 @@ class Appliance:
                             message_id)  # fmt: skip
         if self.bus is not None:
             self.bus.notify()
+
+    def _end_orphaned_events(self) -> None:
+        """Events a crash left open will never see their end: end them now, at their last update, and
+        tell the consumers (no red loop runs yet, so every open event in the log is such an orphan)."""
+        try:
+            orphans = self.events.open_events()
+            for ev in orphans:
+                message = (self.journal.events_topic, event_payload(ev, "end"), f"{ev.id}:end:{ev.frame}")
+                self.events.event_transition(ev, "end", message, sighting=False)
+        except StoreError as exc:
+            log.error("cannot end events left open by the last run: %s", exc)
+            return
+        if orphans:
+            log.warning("ended %d event(s) left open by the previous run (crash or power cut)", len(orphans))
 
     def _wake_deliverers(self) -> None:
         """A transition was just committed to the outbox: deliver it now, not at the next poll."""

@@ -33,6 +33,7 @@ class Journal:
         self.log = events
         self.prefix = cfg.mqtt.prefix
         self.device = cfg.device.id
+        self.events_topic = topic(self.prefix, self.device, "events")
         # Rule name -> the push channels that get its alerts (default --watch rules have none).
         self.push: dict[str, tuple[str, ...]] = {rule.name: tuple(rule.push) for rule in cfg.rules}
         self.held: deque[tuple[Transition, Frame]] = deque()
@@ -80,8 +81,7 @@ class Journal:
                 log.error("snapshot writer behind: no snapshot for alert %s", alert.id)
             return
         message_id = f"{ev.id}:{tr.kind}:{tr.frame}"
-        events_topic = topic(self.prefix, self.device, "events")
-        self.log.event_transition(ev, tr.kind, (events_topic, event_payload(ev, tr.kind), message_id))
+        self.log.event_transition(ev, tr.kind, (self.events_topic, event_payload(ev, tr.kind), message_id))
 
     def _write_snapshots(self) -> None:
         while (item := self._snapshots.get()) is not None:

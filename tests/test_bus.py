@@ -153,8 +153,17 @@ def test_alerts_events_and_state_arrive_as_documented_and_last_will_says_offline
         assert wait_until(lambda: sub.last(f"{ROOT}/availability") == b"offline", 10)
         edge.start()
         assert wait_until(lambda: sub.last(f"{ROOT}/availability") == b"online", 20), edge.text()
+        ended = lambda: {e["id"]: e for e in sub.json_on(f"{ROOT}/events") if e["type"] == "end"}  # noqa: E731
+        assert wait_until(lambda: event["id"] in ended(), 10), "the event the crash left open is ended"
+        assert event["started_at"] < ended()[event["id"]]["ended_at"] < time.time()
+        started = lambda: [e["id"] for e in sub.json_on(f"{ROOT}/events") if e["type"] == "new"]  # noqa: E731
+        assert wait_until(lambda: len(started()) == 2, 15), "the fire, seen again after the restart"
+        second = started()[-1]
+        assert second != event["id"] and second not in ended()
         assert edge.stop() == 0
         assert wait_until(lambda: sub.last(f"{ROOT}/availability") == b"offline", 10)
+        assert second in ended(), "a clean stop ends open events and publishes that before going offline"
+        assert sub.last(f"{ROOT}/yard/active/fire") == b"OFF"
     finally:
         sub.close()
 

@@ -238,20 +238,26 @@ class EventLog:
             s.execute(_EVENT_UPSERT, self._event_row(ev, ended_at))
 
     def event_transition(
-        self, ev: EventRecord, transition: str, message: tuple[str, dict, str] | None = None
+        self,
+        ev: EventRecord,
+        transition: str,
+        message: tuple[str, dict, str] | None = None,
+        *,
+        sighting: bool = True,
     ) -> None:
         """Store a start/update/end, the sighting behind it and its outbox message in ONE commit.
 
         The red loop calls this just before an event's first alert, so one commit instead of three
-        is time off the frame-to-alert latency. `message` is (topic, payload, message_id).
+        is time off the frame-to-alert latency. `message` is (topic, payload, message_id);
+        `sighting=False` records no appearance (ending an event nobody saw end).
         """
         ended_at = time.time() if transition == "end" and ev.ended_at is None else ev.ended_at
         what = f"cannot store {transition} of event {ev.id} (camera {ev.camera!r})"
         text = _json_text(message[1], what) if message else None
         with self._write(what) as s:
             s.execute(_EVENT_UPSERT, self._event_row(ev, ended_at))
-            if ev.box is not None:
-                sighting = {
+            if sighting and ev.box is not None:
+                seen = {
                     "event_id": ev.id,
                     "camera": ev.camera,
                     "label": ev.label,
@@ -260,7 +266,7 @@ class EventLog:
                     "score": float(ev.score),
                     "box": _box(ev.box),
                 }
-                s.execute(insert(APPEARANCES), [sighting])
+                s.execute(insert(APPEARANCES), [seen])
             if message is not None and text is not None:
                 self._enqueue(s, "event", message[0], text, message[2])
 
@@ -465,6 +471,30 @@ class EventLog:
             stmt = stmt.where(EVENTS.c.started_at >= since)
         with self._read("cannot read events") as s:
             return [dict(row._mapping) for row in s.execute(stmt)]
+
+    def open_events(self) -> list[EventRecord]:
+        """Events with no end, oldest first. At start-up these were left open by a crash or power cut."""
+        stmt = select(EVENTS).where(EVENTS.c.ended_at.is_(None)).order_by(EVENTS.c.started_at)
+        with self._read("cannot read open events") as s:
+            rows = [row._mapping for row in s.execute(stmt)]
+        return [
+            EventRecord(
+                id=r["id"],
+                camera=r["camera"],
+                label=r["label"],
+                rule=r["rule"],
+                score=r["score"],
+                box=tuple(r["box"]) if r["box"] else None,
+                started_at=r["started_at"],
+                frame=r["frame"],
+                pts=r["pts"],
+                track_id=r["track_id"],
+                zones=list(r["zones"] or []),
+                ended_at=r["updated_at"],  # the last moment it was known to be going on
+                snapshot=r["snapshot"],
+            )
+            for r in rows
+        ]
 
     def alerts(self, *, event_id: str | None = None, limit: int = 100) -> list[dict]:
         """Alerts, newest first, optionally of one event, as JSON-ready dicts."""
