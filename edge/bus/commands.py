@@ -54,7 +54,6 @@ class Commands:
         self.set_switch = set_switch
         self.answer = answer
         self.max_bytes = max_bytes
-        self.rejected = 0
 
     def __call__(self, topic_: str, payload: bytes) -> None:
         ask_id: str | None = None
@@ -71,7 +70,6 @@ class Commands:
             else:
                 raise CommandError(f"unknown command topic {topic_!r}")
         except CommandError as exc:
-            self.rejected += 1
             ask_id = ask_id or _id_of(payload)
             log.warning("MQTT command on %s rejected: %s", topic_, exc)
             self.answer(answer_payload(ask_id, "error", f"{topic_}: {exc}"))

@@ -167,9 +167,6 @@ class Bus:
         self.availability = self.topic("availability")
         self.connected = threading.Event()
         self.stop_event = threading.Event()
-        self.published = 0
-        self.acked = 0
-        self.connects = 0
         self.last_error = ""
         v311 = cfg.protocol == "3.1.1"
         self._protocol = MQTTProtocolVersion.MQTTv311 if v311 else MQTTProtocolVersion.MQTTv5
@@ -294,7 +291,6 @@ class Bus:
 
     def _serve(self, client: mqtt.Client) -> None:
         """Connected: subscribe, say online, re-publish state, then drain until the connection ends."""
-        self.connects += 1
         self.last_error = ""
         subscriptions = [(self.topic("ask"), 1), (self.topic("+", "+", "set"), 1)]
         if self.cleanup_filter:
@@ -361,7 +357,6 @@ class Bus:
                 break
             inflight[info.mid] = (row.id, row.message_id)
             last_sent = row.id
-            self.published += 1
         return last_sent, len(rows)
 
     def _publish_state(self, client: mqtt.Client) -> None:
@@ -376,9 +371,8 @@ class Bus:
             return
         try:
             self.events.mark_delivered([outbox_id for outbox_id, _, _ in acked])
-            self.acked += len(acked)
         except StoreError as exc:
-            # Not marked: they will be sent again later, which consumers de-duplicate. Never lost.
+            # Not marked: sent again after the next reconnect or restart (consumers de-duplicate).
             log.error("MQTT: cannot record %d acknowledgements: %s", len(acked), exc)
             return
         if self.on_ack is not None:

@@ -198,11 +198,6 @@ class EventLog:
         with self._write(f"cannot store instruction {instruction_id!r}") as s:
             return s.execute(stmt).rowcount == 1
 
-    def instructions(self, limit: int = 100) -> list[dict]:
-        stmt = select(INSTRUCTIONS).order_by(INSTRUCTIONS.c.received_at.desc()).limit(limit)
-        with self._read("cannot read instructions") as s:
-            return [dict(row._mapping) for row in s.execute(stmt)]
-
     def ensure_rule(self, rule: RuleConfig) -> None:
         """Record the rule as configured now, so events naming it can be explained later."""
         row = {
