@@ -19,9 +19,11 @@ import numpy as np
 from edge.config.models import EdgeConfig
 from edge.gate import SilenceGate
 from edge.reflex.fire import FireDetector
-from edge.rules import AREA_LABELS, EventMachine, Rule, Track, Tracker, Transition
+from edge.rules import AREA_LABELS, EventMachine, Rule, Tracker, Transition
 from edge.types import Detection, Frame
 
+COUNT_HOLD_S = 1.0
+"""Seconds a track may go unseen and still be counted in the retained per-label counts."""
 SAMPLES_KEPT = 200_000
 """Timing samples kept per stage: a day of one camera's woken frames, a few MB."""
 
@@ -122,20 +124,26 @@ class RedLoop:
         height, width = frame.image.shape[:2]
         seen = self.tracker.update(detections, frame.pts)
         transitions = self.events.step(seen, frame.index, frame.pts, width, height)
-        self._count(seen, objects)
+        self._count(frame.pts, objects)
         self.times.add("rules", (time.perf_counter() - t2) * 1000)
         self._emit(transitions, frame)
         self._done(frame)
         return transitions
 
-    def _count(self, seen: list[Track], objects: bool) -> None:
-        """Objects of each watched label in view now (fire: 1 while burning), for retained counts."""
-        counts = dict.fromkeys(self.counts, 0)
-        for track in seen:
-            if track.label in counts:
-                counts[track.label] += 1
-        if not objects:  # a fire-only look says nothing about people: keep their last count
-            counts.update({k: v for k, v in self.counts.items() if k not in AREA_LABELS})
+    def _count(self, pts: float, objects: bool) -> None:
+        """Objects of each watched label in view now (fire: 1 while burning), for retained counts.
+
+        A track missed for up to COUNT_HOLD_S still counts, so one missed detection does not flap the
+        count; a fire-only look says nothing about people, so their counts wait for an object look.
+        """
+        counts = dict(self.counts)
+        for label in counts:
+            if objects or label in AREA_LABELS:
+                counts[label] = sum(
+                    1
+                    for t in self.tracker.tracks.values()
+                    if t.label == label and pts - t.last_pts <= COUNT_HOLD_S
+                )
         if counts != self.counts:
             self.counts = counts
             if self.on_counts is not None:

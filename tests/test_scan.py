@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -98,31 +99,53 @@ def test_one_person_event_per_visit_each_within_a_second() -> None:
     assert [a["event_id"] for a in alerts] == [e["event_id"] for e in events]
 
 
-def red_loop_over(clip: Path, gate: GateConfig) -> tuple[list[Transition], list[bool]]:
-    """Run the red loop in-process with the appliance's default watch list (fire and person),
-    recording the frames on which any detector ran (gate wake-ups and fire watches)."""
+class LoopRun(NamedTuple):
+    transitions: list[Transition]
+    inferred: list[bool]
+    """Per frame: did any detector run (gate wake-ups and fire watches)."""
+    counts: list[tuple[int, dict[str, int]]]
+    """(frame index, counts) each time the retained per-label counts changed."""
+
+
+def red_loop_over(clip: Path, gate: GateConfig) -> LoopRun:
+    """Run the red loop in-process with the appliance's default watch list (fire and person)."""
     cfg = EdgeConfig(watch=["fire", "person"], model=ModelConfig(path=str(MODEL)), gate=gate)
     rules = build_rules(cfg, REPO)
-    transitions: list[Transition] = []
+    run = LoopRun([], [], [])
 
     class Record:
         def handle(self, tr: Transition, frame: Frame) -> None:
-            transitions.append(tr)
+            run.transitions.append(tr)
 
     loop = RedLoop("c", cfg, rules, load_detector(cfg, REPO, rules), [Record()])
+    loop.on_counts = lambda camera, counts: run.counts.append((loop.last_frame.index, counts))
     source = open_source(str(clip))
-    inferred: list[bool] = []
     while (item := source.read()) is not None:
         before = loop.inferred
         loop.process(Frame("c", item[0], item[1], item[2], time.monotonic()))
-        inferred.append(loop.inferred > before)
+        run.inferred.append(loop.inferred > before)
     loop.finish()
-    return transitions, inferred
+    return run
 
 
-def test_gate_skips_most_empty_frames_and_changes_no_event() -> None:
-    gated, inferred = red_loop_over(PEOPLE, GateConfig())
-    ungated, all_frames = red_loop_over(PEOPLE, GateConfig(enabled=False))
+@pytest.fixture(scope="module")
+def gated_people_run() -> LoopRun:
+    return red_loop_over(PEOPLE, GateConfig())
+
+
+def test_person_count_follows_the_visits(gated_people_run: LoopRun) -> None:
+    """The retained `{camera}/person` count: 1 during each visit, 0 between, and no flapping."""
+    changes = [(frame, counts["person"]) for frame, counts in gated_people_run.counts]
+    assert [n for _, n in changes] == [1, 0] * len(VISITS), changes
+    for (arrive, _), (leave, _), (first, last) in zip(changes[::2], changes[1::2], VISITS, strict=True):
+        assert first - 10 <= arrive <= first + 10, (arrive, first)
+        assert last <= leave <= last + 40, (leave, last)  # gone once unseen for COUNT_HOLD_S
+    assert all(counts["fire"] == 0 for _, counts in gated_people_run.counts)
+
+
+def test_gate_skips_most_empty_frames_and_changes_no_event(gated_people_run: LoopRun) -> None:
+    gated, inferred = gated_people_run.transitions, gated_people_run.inferred
+    ungated, all_frames = red_loop_over(PEOPLE, GateConfig(enabled=False))[:2]
     assert all(all_frames)
     empty = [i for i in range(len(inferred)) if not any(a - 10 <= i <= b + 10 for a, b in VISITS)]
     skipped = sum(not inferred[i] for i in empty) / len(empty)
