@@ -313,10 +313,10 @@ class Bus:
                 self._commit_acks(pending_acks)
                 pending_acks = []
                 last_flush = now
-            self._publish_state(client)
             fetched = 0
-            if len(inflight) < WINDOW:
+            if len(inflight) < WINDOW:  # alerts first: a snapshot JPEG must not queue ahead of them
                 last_sent, fetched = self._publish_outbox(client, inflight, last_sent)
+            self._publish_state(client)
             if self.stop_event.is_set():
                 # Stopping: send what the red loops queued last (event ends) for a moment, then go.
                 stop_by = stop_by or now + STOP_DRAIN_S
