@@ -136,9 +136,9 @@ class Appliance:
             loop.finish()
         self.journal.close()
         for worker in self.push_workers:
+            worker.notify()  # out of its idle wait: it sees the stop at once
             worker.join(timeout=5)
         if self.bus is not None:
-            self.bus.notify()
             self.bus.stop()
         self.events.close()
 

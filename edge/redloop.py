@@ -136,6 +136,8 @@ class RedLoop:
         A track missed for up to COUNT_HOLD_S still counts, so one missed detection does not flap the
         count; a fire-only look says nothing about people, so their counts wait for an object look.
         """
+        if self.on_counts is None:  # nobody publishes counts (edge scan): no work on the frame path
+            return
         counts = dict(self.counts)
         for label in counts:
             if objects or label in AREA_LABELS:
@@ -146,8 +148,7 @@ class RedLoop:
                 )
         if counts != self.counts:
             self.counts = counts
-            if self.on_counts is not None:
-                self.on_counts(self.camera, dict(counts))
+            self.on_counts(self.camera, dict(counts))
 
     def _done(self, frame: Frame) -> None:
         """Frame age when the red loop is done with it: grows if the loop falls behind its camera."""

@@ -14,8 +14,6 @@ from paho.mqtt.client import topic_matches_sub
 from edge.bus.discovery import (
     discovery_filter,
     discovery_messages,
-    discovery_topics,
-    stale_topics,
 )
 from edge.bus.payloads import alert_payload, event_payload, topic
 from edge.types import AlertRecord, EventRecord
@@ -163,18 +161,12 @@ def test_stats_sensors_render_against_a_stats_message():
     assert render("reflex_lobby-1_outbox_depth") == "3"
 
 
-def test_removed_entities_are_found_by_the_filter_and_diff():
-    before = discovery_topics("reflex", DEV, "homeassistant", CAMERAS, RULES, LABELS, "0.1.0")
-    assert before == [t for t, _ in messages(rule_labels=None)]
-    after = discovery_topics("reflex", DEV, "homeassistant", ["front"], {"fire": ["front"]}, {}, "0.1.0")
-    gone = stale_topics(before, after)
-    assert gone and not set(gone) & set(after)
-    assert any("/yard_" in t for t in gone) and any("front_person_active" in t for t in gone)
+def test_every_config_of_the_device_and_no_other_matches_the_cleanup_filter():
+    """The bus clears retained configs under this filter that it no longer publishes."""
     wildcard = discovery_filter("homeassistant", DEV)
-    assert all(topic_matches_sub(wildcard, t) for t in before)
-    assert not topic_matches_sub(
-        wildcard, discovery_topics("reflex", "other", "homeassistant", [], {}, {}, "x")[0]
-    )
+    assert all(topic_matches_sub(wildcard, t) for t, _ in messages(rule_labels=None))
+    other = discovery_messages("reflex", "other", "homeassistant", ["front"], {}, {}, "x")
+    assert other and not any(topic_matches_sub(wildcard, t) for t, _ in other)
 
 
 def test_names_that_fold_to_the_same_id_stay_unique():

@@ -6,11 +6,9 @@ restarts). Every entity belongs to one HA device (`identifiers: ["reflex_<device
 available while `{prefix}/{device}/availability` says `online`.
 
 Topics are `<discovery_prefix>/<component>/<node_id>/<object_id>/config` with
-`node_id = reflex_<device>`, so all of a device's configs match `discovery_filter()`. To remove
-entities that no longer exist (a camera or rule deleted), the caller subscribes to that filter,
-collects the retained configs the broker still holds (a second or so after SUBACK), and publishes an
-empty retained payload to each topic `stale_topics()` returns. Without that subscription it can also
-remember the topics it published last time (`discovery_topics()`) and diff them.
+`node_id = reflex_<device>`, so all of a device's configs match `discovery_filter()`. The bus
+subscribes to that filter and clears (empty retained payload) every config it receives that is not
+among the ones it publishes: entities of a removed camera or rule disappear from Home Assistant.
 
 Entities (object ids; `{camera}`, `{rule}`, `{label}` made topic-safe):
 
@@ -32,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
 from typing import Any
 
 from edge.bus.payloads import OFF, OFFLINE, ON, ONLINE, SWITCHES, topic
@@ -64,13 +61,6 @@ def discovery_topic(discovery_prefix: str, component: str, device: str, object_i
 def discovery_filter(discovery_prefix: str, device: str) -> str:
     """Subscription filter that matches every discovery config this device publishes."""
     return f"{discovery_prefix}/+/{node_id(device)}/+/config"
-
-
-def stale_topics(retained: Iterable[str], current: Iterable[str]) -> list[str]:
-    """Config topics the broker still holds for this device but that no current entity uses:
-    publish an empty retained payload to each to remove the entity from Home Assistant."""
-    keep = set(current)
-    return sorted(set(retained) - keep)
 
 
 def _entity_slug(device: str, object_id: str) -> str:
@@ -245,22 +235,3 @@ def discovery_messages(
         },
     )
     return messages
-
-
-def discovery_topics(
-    prefix: str,
-    device: str,
-    discovery_prefix: str,
-    cameras: list[str],
-    rules: dict[str, list[str]],
-    labels: dict[str, list[str]],
-    sw_version: str,
-    **kwargs: Any,
-) -> list[str]:
-    """Just the config topics `discovery_messages` would publish for the same arguments."""
-    return [
-        t
-        for t, _ in discovery_messages(
-            prefix, device, discovery_prefix, cameras, rules, labels, sw_version, **kwargs
-        )
-    ]

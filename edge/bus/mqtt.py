@@ -81,12 +81,12 @@ def parse_endpoint(cfg: MqttConfig) -> Endpoint:
         raise BusConfigError("no MQTT URL configured")
     parts = urlsplit(cfg.url)
     if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
-        raise BusConfigError(f"MQTT URL {_masked(cfg.url)!r}: expected mqtt[s]://[user:pass@]host:port")
+        raise BusConfigError(f"MQTT URL {masked_url(cfg.url)!r}: expected mqtt[s]://[user:pass@]host:port")
     tls = parts.scheme in ("mqtts", "ssl")
     try:
         port = parts.port or (8883 if tls else 1883)
     except ValueError:
-        raise BusConfigError(f"MQTT URL {_masked(cfg.url)!r}: bad port") from None
+        raise BusConfigError(f"MQTT URL {masked_url(cfg.url)!r}: bad port") from None
     username = cfg.username or (unquote(parts.username) if parts.username else None)
     password = cfg.password.get_secret_value() if cfg.password else None
     password = password or (unquote(parts.password) if parts.password else None)
@@ -99,7 +99,8 @@ def parse_endpoint(cfg: MqttConfig) -> Endpoint:
     return Endpoint(parts.hostname, port, tls, username, password)
 
 
-def _masked(url: str) -> str:
+def masked_url(url: str) -> str:
+    """The URL with its password replaced by *** (for messages and logs)."""
     parts = urlsplit(url)
     if parts.password:
         return url.replace(f":{parts.password}@", ":***@")
@@ -123,12 +124,15 @@ def new_client(
     cfg: MqttConfig,
     endpoint: Endpoint,
     protocol: MQTTProtocolVersion,
-    client_id: str,
+    client_id: str = "",
     context: ssl.SSLContext | None = None,
+    *,
+    reconnect: bool = False,
 ) -> mqtt.Client:
-    """A paho client with the configured credentials and TLS, no automatic reconnect (callers own it)."""
+    """A paho client with the configured credentials and TLS. `reconnect`: paho reconnects by itself
+    (tools that only listen); the bus owns its reconnects, one fresh client per connection."""
     client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, reconnect_on_failure=False
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, reconnect_on_failure=reconnect
     )
     if endpoint.username:
         client.username_pw_set(endpoint.username, endpoint.password)
@@ -173,6 +177,7 @@ class Bus:
         self._wake = threading.Event()
         self._acks: deque[tuple[mqtt.Client, int, float]] = deque()
         self._lost = threading.Event()
+        self._connack: ReasonCode | None = None
         self._state: dict[str, tuple[bytes, int]] = {}
         self._dirty: set[str] = set()
         self._state_lock = threading.Lock()
@@ -214,7 +219,7 @@ class Bus:
         self._wake.set()
 
     def wait_drained(self, timeout: float) -> bool:
-        """True once every MQTT outbox row is acknowledged (tests, tools/bench, shutdown)."""
+        """True once every MQTT outbox row is acknowledged (tools/bench's drain rate)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.events.outbox_depth() == 0:
@@ -256,7 +261,7 @@ class Bus:
     def _connect(self, client: mqtt.Client) -> bool:
         self._lost.clear()
         self.connected.clear()
-        self._connack: ReasonCode | None = None
+        self._connack = None
         try:
             kwargs = {"clean_start": True} if self._protocol == MQTTProtocolVersion.MQTTv5 else {}
             client.connect(self.endpoint.host, self.endpoint.port, self.cfg.keepalive_s, **kwargs)

@@ -295,14 +295,9 @@ class PushWorker(threading.Thread):
                 return
 
     def _idle(self) -> None:
-        deadline = time.monotonic() + self.poll_s
-        while not self.stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            if self._wake.wait(min(left, 0.05)):
-                self._wake.clear()
-                return
+        """Until new rows are announced (`notify`, also sent on stop) or the next poll."""
+        if self._wake.wait(self.poll_s):
+            self._wake.clear()
 
     def backoff(self, failures: int) -> float:
         """Delay before retry number `failures` (1, 2, ...): doubling, jittered +-20%, kept within
