@@ -13,8 +13,9 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -132,12 +133,19 @@ def resolve_model_path(manifest: ModelManifest, cfg_path_override: str | None, b
     return path if path.is_absolute() else base_dir / path
 
 
-def _file_sha256(path: Path) -> str:
+def _copy_hashing(src: BinaryIO, out: BinaryIO | None = None) -> str:
+    """Read src to the end (copying it to out, if given) and return its sha256 in hex."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
+    while chunk := src.read(_CHUNK):
+        digest.update(chunk)
+        if out is not None:
+            out.write(chunk)
     return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return _copy_hashing(f)
 
 
 _verified: set[tuple[str, int, int, str]] = set()
@@ -162,16 +170,39 @@ def verify_sha256(path: Path, expected: str) -> None:
     _verified.add(key)
 
 
-def fetch_model(manifest: ModelManifest, dest_dir: Path, timeout: float = 60.0) -> Path:
-    """Download the manifest's model into dest_dir, moving it into place only after its sha256 matches.
+def fetch_model(
+    manifest: ModelManifest, dest_dir: Path, timeout: float = 60.0, *, from_file: Path | None = None
+) -> Path:
+    """Install the manifest's model into dest_dir, moving it into place only after its sha256 matches.
 
-    A file that is already there and verifies is kept, so provisioning can run this every time.
+    By default it is downloaded from the manifest's url, and a file that is already there and verifies is
+    kept, so provisioning can run this every time. With from_file (an offline copy, e.g. on a USB stick)
+    that file is copied instead, always checked, and installed under the manifest's file name.
     """
+    if from_file is not None:
+        if not from_file.is_file():
+            missing = "is not a file" if from_file.exists() else "not found"
+            raise ModelError(f"offline copy {missing}: {from_file}")
+        return _install_verified(manifest, dest_dir, str(from_file), lambda: from_file.open("rb"), "read")
     target = dest_dir / manifest.file
     if target.is_file():
         with contextlib.suppress(ModelError):
             verify_sha256(target, manifest.sha256)
             return target
+    url = manifest.url
+    return _install_verified(
+        manifest, dest_dir, url, lambda: urllib.request.urlopen(url, timeout=timeout), "download"
+    )
+
+
+def _install_verified(
+    manifest: ModelManifest, dest_dir: Path, source: str, open_source: Callable[[], BinaryIO], verb: str
+) -> Path:
+    """Copy open_source() into dest_dir/<manifest.file> atomically (temp file + rename) if its sha256 matches.
+
+    On any failure nothing is installed and no partial file is left; an existing file there is untouched.
+    """
+    target = dest_dir / manifest.file
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=f".{manifest.file}.", suffix=".part")
@@ -179,26 +210,23 @@ def fetch_model(manifest: ModelManifest, dest_dir: Path, timeout: float = 60.0) 
         raise ModelError(f"cannot write to {dest_dir}: {exc.strerror or exc}") from None
     tmp = Path(tmp_name)
     try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(manifest.url, timeout=timeout) as resp:
-            while chunk := resp.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
+        with os.fdopen(fd, "wb") as out, open_source() as src:
+            actual = _copy_hashing(src, out)
             out.flush()
             os.fsync(out.fileno())
-        actual = digest.hexdigest()
         if actual != manifest.sha256:
             raise ModelError(
-                f"sha256 mismatch for {manifest.url} (expected {manifest.sha256}, got {actual}); "
+                f"sha256 mismatch for {source} (expected {manifest.sha256[:12]}..., got {actual[:12]}...); "
                 "nothing was installed"
             )
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the model is no secret and a service user reads it
         os.replace(tmp, target)
     except urllib.error.HTTPError as exc:
-        raise ModelError(f"cannot download {manifest.url}: HTTP {exc.code} {exc.reason}") from None
+        raise ModelError(f"cannot {verb} {source}: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
-        raise ModelError(f"cannot download {manifest.url}: {exc.reason} (offline?)") from None
-    except (TimeoutError, OSError) as exc:
-        raise ModelError(f"cannot download {manifest.url}: {exc}") from None
+        raise ModelError(f"cannot {verb} {source}: {exc.reason} (offline?)") from None
+    except OSError as exc:  # TimeoutError included
+        raise ModelError(f"cannot {verb} {source}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return target
