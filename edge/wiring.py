@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.config import ConfigError, EdgeConfig, parse_config
+from edge.config import ConfigError, EdgeConfig, Loc, did_you_mean, parse_config, resolve_manifest
 from edge.reflex import ObjectDetector, build_detector, load_manifest
 from edge.rules import AREA_LABELS, Rule, default_rules
 
@@ -19,19 +19,29 @@ def rules_from_file(path: str) -> list:
 
 
 def known_labels(cfg: EdgeConfig, base_dir: Path) -> set[str]:
-    manifest = _manifest_path(cfg, base_dir)
+    """The model manifest's labels and the area labels (fire, smoke). base_dir only matters for a config
+    built in code with a relative manifest; a loaded config's is absolute."""
+    manifest = resolve_manifest(cfg.model.manifest, base_dir)
     return set(load_manifest(manifest).labels) | AREA_LABELS
 
 
 def build_rules(cfg: EdgeConfig, base_dir: Path) -> list[Rule]:
-    """The config's rules plus a default rule for each watched label no rule covers."""
+    """The config's rules plus a default rule for each watched label no rule covers.
+
+    Labels are known only from the model manifest, so they are checked here rather than when loading;
+    each unknown one is still reported at its file and line, all of them together.
+    """
     known = known_labels(cfg, base_dir)
-    for label in cfg.watch:
-        if label not in known:
-            raise ConfigError(f"unknown label {label!r} to watch; known labels: {', '.join(sorted(known))}")
-    for rule in cfg.rules:
-        if rule.label not in known:
-            raise ConfigError(f"rule {rule.name!r} watches unknown label {rule.label!r}")
+    labels: list[tuple[Loc, str]] = [(("watch", i), label) for i, label in enumerate(cfg.watch)]
+    labels += [(("rules", i, "label"), rule.label) for i, rule in enumerate(cfg.rules)]
+    unknown = [(loc, label) for loc, label in labels if label not in known]
+    if unknown:
+        problems = [
+            cfg.problem(loc, f"unknown label {label!r} ({did_you_mean(label, known, 'labels')})")
+            for loc, label in unknown
+        ]
+        files = {cfg.file_of(loc) for loc, _ in unknown}
+        raise ConfigError.listing(problems, files.pop() if len(files) == 1 else None)
     covered = {r.label for r in cfg.rules}
     configs = list(cfg.rules) + default_rules([w for w in cfg.watch if w not in covered], cfg.fire)
     if not configs:
@@ -47,11 +57,3 @@ def load_detector(cfg: EdgeConfig, base_dir: Path, rules: list[Rule]) -> ObjectD
     if not needs_objects(rules):
         return None
     return build_detector(cfg.model, base_dir)
-
-
-def _manifest_path(cfg: EdgeConfig, base_dir: Path) -> Path:
-    path = Path(cfg.model.manifest)
-    if path.is_absolute():
-        return path
-    here = base_dir / path
-    return here if here.exists() else Path(__file__).resolve().parent.parent / path

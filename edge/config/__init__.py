@@ -1,4 +1,9 @@
-"""Configuration: pydantic models (one YAML file) and the loader that reports file:line errors."""
+"""Configuration: pydantic models (one YAML file) and the loader that reports file:line errors.
+
+A loaded config has absolute paths and remembers its lines: `cfg.where(("rules", 0, "label"))` is
+'FILE:LINE' (None for settings not from a file) and `cfg.problem(loc, msg)` the one-line report,
+so checks made after loading name the line too; `ConfigError.listing(problems)` reports several.
+"""
 
 from edge.config.loader import ConfigError, load_config, parse_config
 from edge.config.models import (
@@ -7,9 +12,13 @@ from edge.config.models import (
     EventsConfig,
     FireConfig,
     GateConfig,
+    Loc,
     ModelConfig,
     RetentionConfig,
     RuleConfig,
+    did_you_mean,
+    resolve_manifest,
+    resolve_path,
 )
 
 __all__ = [
@@ -19,9 +28,13 @@ __all__ = [
     "EventsConfig",
     "FireConfig",
     "GateConfig",
+    "Loc",
     "ModelConfig",
     "RetentionConfig",
     "RuleConfig",
+    "did_you_mean",
     "load_config",
     "parse_config",
+    "resolve_manifest",
+    "resolve_path",
 ]

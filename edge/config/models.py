@@ -6,9 +6,13 @@ key and its line, not a setting silently ignored on a security device.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import time as dtime
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -16,20 +20,184 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     WrapValidator,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+CHECKOUT = Path(__file__).resolve().parents[2]
+"""The source checkout (or installed tree) that ships models/: where a relative manifest is looked up when
+it is not beside the config, so a config kept in /etc still finds the bundled manifest."""
+
+Loc = tuple[str | int, ...]
+"""A config location as pydantic reports it: ("rules", 0, "label") is rules.0.label."""
+
+
+def dotted(loc: Loc) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def closest_line(loc: Loc, lines: Mapping[Loc, int]) -> int | None:
+    """The line of loc, or of the nearest enclosing key the file has (a missing key is reported at the
+    line of the section that lacks it)."""
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def format_problem(where: str | None, loc: Loc, msg: str) -> str:
+    """One problem as users see it: `FILE:LINE: dotted.key: message` (without `FILE:LINE: ` when the
+    setting did not come from a file)."""
+    return f"{where}: {dotted(loc)}: {msg}" if where else f"{dotted(loc)}: {msg}"
+
+
+def did_you_mean(value: str, known: Iterable[str], what: str) -> str:
+    """A short hint for an unknown name: the close matches, else the known names (a few, when many)."""
+    names = sorted(set(known))
+    close = difflib.get_close_matches(value, names, n=3, cutoff=0.6)
+    if close:
+        return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+    if not names:
+        return f"no {what} configured"
+    if len(names) <= 12:
+        return f"known {what}: {', '.join(names)}"
+    return f"known {what}: {', '.join(names[:10])}, ... ({len(names)} in all)"
+
+
+@dataclass(frozen=True, eq=False)
+class Origin:
+    """Where a model was read from: the file, its whole line map, and the model's own location in it.
+
+    Kept on each model (a private attribute) so that checks made after loading (labels known only from
+    the model manifest) can still name the line, also for rules read from a separate rules file and
+    swapped into another config. Not part of the config's value: any two origins compare equal.
+    """
+
+    source: str
+    lines: Mapping[Loc, int]
+    prefix: Loc = ()
+    replaced: frozenset[str] = field(default_factory=frozenset)
+
+    def where(self, loc: Loc) -> str | None:
+        if loc and loc[0] in self.replaced:
+            return None  # set after loading (model_copy(update=...)): the file's line would be a lie
+        full = (*self.prefix, *loc)
+        # A section the file lacks gets no line: the top of the file would only mislead.
+        line = closest_line(full, self.lines) if full[:1] in self.lines or not full else None
+        return f"{self.source}:{line}" if line else self.source
+
+    def replacing(self, keys: Iterable[str]) -> Origin:
+        return Origin(self.source, self.lines, self.prefix, self.replaced | frozenset(keys))
+
+    def __eq__(self, other: object) -> bool:
+        return other is None or isinstance(other, Origin)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+_M = TypeVar("_M", bound="Strict")
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    _origin: Origin | None = PrivateAttr(default=None)
+
+    def where(self, loc: Loc = ()) -> str | None:
+        """'FILE:LINE' of the setting at loc (relative to this model), 'FILE' when the file has no line
+        for it, None when it was not read from a file (flags, code, a key replaced after loading)."""
+        origin, rest = self._origin_of(loc)
+        return origin.where(rest) if origin is not None else None
+
+    def file_of(self, loc: Loc = ()) -> str | None:
+        """The file the setting at loc was read from (None: not from a file)."""
+        origin, rest = self._origin_of(loc)
+        return origin.source if origin is not None and origin.where(rest) is not None else None
+
+    def _origin_of(self, loc: Loc) -> tuple[Origin | None, Loc]:
+        """The origin of the innermost model on the way to loc, and loc relative to that model: a rule
+        read from a rules file and put into another config keeps its own file's lines."""
+        origin, rest = self._origin, loc
+        node: Any = self
+        for i, part in enumerate(loc):
+            try:
+                node = getattr(node, str(part)) if isinstance(node, BaseModel) else node[part]
+            except (AttributeError, KeyError, IndexError, TypeError):
+                break
+            if isinstance(node, Strict):
+                if node._origin is None:
+                    return None, loc  # built in code and put in after loading
+                origin, rest = node._origin, loc[i + 1 :]
+        return origin, rest
+
+    def problem(self, loc: Loc, msg: str) -> str:
+        """The one-line report of a problem with the setting at loc: `FILE:LINE: dotted.key: message`."""
+        return format_problem(self.where(loc), loc, msg)
+
+    def model_copy(self: _M, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> _M:
+        """Copy as pydantic does, forgetting the file lines of the keys that update replaces."""
+        copy = super().model_copy(update=update, deep=deep)
+        if update and self._origin is not None:
+            copy._origin = self._origin.replacing(k for k in update if isinstance(k, str))
+        return copy
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Assign as pydantic does (validated), forgetting the file line of the key assigned."""
+        super().__setattr__(name, value)
+        if not name.startswith("_") and self._origin is not None:
+            self._origin = self._origin.replacing([name])
+
+
+def set_origin(obj: Any, source: str, lines: Mapping[Loc, int], prefix: Loc = ()) -> None:
+    """Record on every model in obj where in the file (source, its line map) it was read from."""
+    if isinstance(obj, Strict):
+        obj._origin = Origin(source, lines, prefix)
+        for name in type(obj).model_fields:
+            set_origin(getattr(obj, name), source, lines, (*prefix, name))
+    elif isinstance(obj, (list, tuple)):
+        for i, item in enumerate(obj):
+            set_origin(item, source, lines, (*prefix, i))
+    elif isinstance(obj, dict):
+        for key, item in obj.items():
+            set_origin(item, source, lines, (*prefix, key))
+
+
+def resolve_path(value: str, base_dir: Path) -> str:
+    """An absolute path: value itself when absolute, else value under base_dir."""
+    path = Path(value)
+    return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+def resolve_manifest(value: str, base_dir: Path) -> Path:
+    """The model manifest: value under base_dir (the config's folder), or, when a relative manifest is
+    not there but the checkout has it, the checkout's (the bundled models/yolox_nano.yaml)."""
+    path = Path(value)
+    if path.is_absolute():
+        return path
+    here = (base_dir / path).resolve()
+    shipped = CHECKOUT / path
+    return shipped if not here.exists() and shipped.exists() else here
+
+
+def _base_dir(info: ValidationInfo) -> Path | None:
+    """The folder relative paths are resolved against, given by the loader as validation context;
+    None for a model built in code (its paths stay as given)."""
+    context = info.context if isinstance(info.context, dict) else {}
+    base = context.get("base_dir")
+    return Path(base) if base is not None else None
+
+
+def _absolute(value: str | None, info: ValidationInfo) -> str | None:
+    base = _base_dir(info)
+    return resolve_path(value, base) if value is not None and base is not None else value
 
 
 def _check_name(value: str, what: str) -> str:
@@ -85,14 +253,26 @@ class GateConfig(Strict):
 
 
 class ModelConfig(Strict):
-    manifest: str = "models/yolox_nano.yaml"
+    manifest: str = Field("models/yolox_nano.yaml", validate_default=True)
+    """Relative: beside the config file, else the one shipped in the checkout (models/yolox_nano.yaml)."""
     path: str | None = None
-    """Model file; defaults to the manifest's file under models/cache/."""
+    """Model file; defaults to the manifest's file in cache/ beside the manifest (models/cache/)."""
     backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
     threads: int = Field(0, ge=0)
     """Inference threads (0: the runtime's default)."""
     score_threshold: float = Field(0.3, gt=0, lt=1)
     nms_iou: float = Field(0.45, gt=0, lt=1)
+
+    @field_validator("manifest")
+    @classmethod
+    def _manifest(cls, v: str, info: ValidationInfo) -> str:
+        base = _base_dir(info)
+        return str(resolve_manifest(v, base)) if base is not None else v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _absolute(v, info)
 
 
 class FireConfig(Strict):
@@ -205,6 +385,11 @@ class MqttConfig(Strict):
     stats_every_s: float = Field(10.0, gt=0)
     max_command_bytes: int = Field(4096, ge=64)
     """Larger `ask` or switch payloads are refused with an error answer."""
+
+    @field_validator("password_file", "ca_file", "cert_file", "key_file")
+    @classmethod
+    def _files(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _absolute(v, info)
 
     @field_validator("prefix", "discovery_prefix")
     @classmethod
@@ -337,11 +522,13 @@ class AdminConfig(Strict):
 
 class EdgeConfig(Strict):
     device: DeviceConfig = Field(default_factory=DeviceConfig)
-    data_dir: str = "var"
-    """Database and snapshots, relative to the config file's folder when relative."""
+    data_dir: str = Field("var", validate_default=True)
+    """Database and snapshots, relative to the config file's folder when relative (made absolute when the
+    config is loaded)."""
     cameras: dict[CameraName, CameraConfig] = Field(default_factory=dict)
     gate: GateConfig = Field(default_factory=GateConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=dict, validate_default=True)
+    """(Its default is validated like a given section, so that its default manifest is resolved too.)"""
     fire: FireConfig = Field(default_factory=FireConfig)
     watch: list[str] = Field(default_factory=lambda: ["person", "fire"])
     """Labels that get a default rule when `rules` does not name them."""
@@ -353,27 +540,50 @@ class EdgeConfig(Strict):
     push: dict[PushName, PushChannelConfig] = Field(default_factory=dict)
     """Push channels (webhook, ntfy) by name; rules list the names that get their alerts."""
 
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir(cls, v: str, info: ValidationInfo) -> str:
+        base = _base_dir(info)
+        return resolve_path(v, base) if base is not None else v
+
     @model_validator(mode="after")
-    def _rules_unique(self) -> EdgeConfig:
-        seen: set[str] = set()
-        for rule in self.rules:
-            if rule.name in seen:
-                raise ValueError(f"two rules are named {rule.name!r}")
-            seen.add(rule.name)
-            for cam in rule.cameras or []:
-                if self.cameras and cam not in self.cameras:
-                    raise ValueError(f"rule {rule.name!r} names unknown camera {cam!r}")
+    def _rules_refer_to_known_names(self) -> EdgeConfig:
+        """Rule names are unique and a rule's cameras and push channels exist; every such problem is
+        reported at the offending value (rules.1.cameras.0, with its line), all of them at once."""
+        errors: list[InitErrorDetails] = []
+
+        def problem(loc: Loc, kind: str, msg: str, value: str) -> None:
+            error = PydanticCustomError(kind, "{msg}", {"msg": msg})  # msg as a value: no {} expanded in it
+            errors.append({"type": error, "loc": loc, "input": value})
+
+        first: dict[str, int] = {}
         for i, rule in enumerate(self.rules):
+            if rule.name in first:
+                problem(
+                    ("rules", i, "name"),
+                    "rule_name",
+                    f"two rules are named {rule.name!r} (the first is rules.{first[rule.name]})",
+                    rule.name,
+                )
+            first.setdefault(rule.name, i)
+            for j, cam in enumerate(rule.cameras or []):
+                if self.cameras and cam not in self.cameras:
+                    hint = did_you_mean(cam, self.cameras, "cameras")
+                    problem(
+                        ("rules", i, "cameras", j),
+                        "rule_camera",
+                        f"rule {rule.name!r} names unknown camera {cam!r} ({hint})",
+                        cam,
+                    )
             for j, channel in enumerate(rule.push):
                 if channel not in self.push:
                     known = ", ".join(sorted(self.push)) or "none configured"
-                    error = PydanticCustomError(
+                    problem(
+                        ("rules", i, "push", j),
                         "push_channel",
-                        "rule {rule} names unknown push channel {channel} (push: {known})",
-                        {"rule": repr(rule.name), "channel": repr(channel), "known": known},
+                        f"rule {rule.name!r} names unknown push channel {channel!r} (push: {known})",
+                        channel,
                     )
-                    where = ("rules", i, "push", j)
-                    raise ValidationError.from_exception_data(
-                        "push", [{"type": error, "loc": where, "input": channel}]
-                    )
+        if errors:
+            raise ValidationError.from_exception_data("EdgeConfig", errors)
         return self
