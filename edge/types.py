@@ -28,6 +28,11 @@ class Frame:
     arrived: float
     """time.monotonic() when capture handed the frame over; alert latency is measured from here."""
     decode_ms: float = 0.0
+    damaged: bool = False
+    """The decoder skipped or concealed data just before or in this frame (it may show smears until the
+    next keyframe): detectors that compare frames over time must not learn from it."""
+    origin: str | None = None
+    """For a picture source (an image, a folder of images): the file name this frame was read from."""
 
 
 @dataclass(slots=True)

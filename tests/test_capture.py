@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
+import subprocess
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -20,7 +23,7 @@ from edge.capture import Camera, SourceError, open_source
 from edge.capture.sources import GifSource
 from edge.config.models import CameraConfig
 from edge.types import Frame
-from tests.conftest import DATA
+from tests.conftest import DATA, REPO
 from tests.support import MjpegServer, free_port, wait_until
 
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"test media not found in {DATA}")
@@ -28,6 +31,18 @@ needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"test media not found
 HOUSE6 = DATA / "fire" / "furg_house6.mp4"
 CAR = DATA / "non_fire_lookalike" / "intel_car-detection.mp4"
 BIKE_GIF = DATA / "people" / "intel_person-bicycle-car-detection.gif"
+PEOPLE = DATA / "people" / "intel_one-by-one-person-detection.mp4"
+
+
+def corrupt_copy(src: Path, dest: Path, *, seed: int = 2, size: int = 100_000) -> Path:
+    """`src` with `size` random bytes (fixed seed) written over it at five places in its middle."""
+    data = bytearray(src.read_bytes())
+    rng = np.random.default_rng(seed)
+    for share in (0.3, 0.4, 0.5, 0.6, 0.7):
+        at = int(len(data) * share)
+        data[at : at + size] = rng.bytes(size)
+    dest.write_bytes(data)
+    return dest
 
 
 def _ground_truth() -> dict[str, dict]:
@@ -177,6 +192,140 @@ def test_mp4_with_garbage_in_the_middle_skips_and_counts_corrupt_frames(tmp_path
     assert max(abs(pts - index / fps) for index, pts in items) < 0.002
 
 
+@needs_data
+def test_frames_after_undecodable_data_are_marked_damaged_until_the_decoder_recovers(tmp_path: Path) -> None:
+    broken = corrupt_copy(PEOPLE, tmp_path / "broken.mp4")
+    source = open_source(str(broken))
+    items: list[tuple[int, bool]] = []
+    try:
+        while (item := source.read()) is not None:
+            items.append((item[0], source.last_damaged))
+            assert source.last_origin is None
+    finally:
+        source.close()
+    assert source.corrupt > 0 and source.still is False
+    gaps = [b for (a, _), (b, _) in itertools.pairwise(items) if b - a > 1]
+    assert gaps, "the damage should leave gaps in the frame numbers"
+    damaged = {index for index, hit in items if hit}
+    assert all(index in damaged for index in gaps), "the first frame after each gap is damaged"
+    # ...and only a short run after each gap: the decoder recovers at its next keyframe (1 s, 10 frames)
+    assert len(damaged) <= len(gaps) * 20
+    assert not any(hit for index, hit in items if index < gaps[0]), "frames before the damage are sound"
+
+    intact = open_source(str(PEOPLE))
+    try:
+        while intact.read() is not None:
+            assert not intact.last_damaged
+    finally:
+        intact.close()
+
+
+@needs_data
+@pytest.mark.parametrize("damage", ["corrupt", "truncated"])
+def test_ffmpeg_noise_on_a_damaged_file_is_one_line_per_gap(tmp_path: Path, damage: str) -> None:
+    """FFmpeg's per-packet complaints ('[h264 @ 0x...] ...') never reach stderr; we say it once per gap."""
+    if damage == "corrupt":
+        broken = corrupt_copy(PEOPLE, tmp_path / "broken.mp4")
+    else:
+        broken = tmp_path / "truncated.mp4"
+        broken.write_bytes(PEOPLE.read_bytes()[: PEOPLE.stat().st_size * 2 // 3])
+    code = (
+        "import logging, sys\n"
+        "import cv2\n"  # imported before edge on purpose: the log level must still take effect
+        "logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')\n"
+        "from edge.capture import open_source\n"
+        "source = open_source(sys.argv[1])\n"
+        "frames = 0\n"
+        "while source.read() is not None:\n"
+        "    frames += 1\n"
+        "print(frames, source.corrupt)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(broken)], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    frames, corrupt = (int(v) for v in proc.stdout.split())
+    assert frames > 500
+    lines = proc.stderr.splitlines()
+    assert not [ln for ln in lines if "[h264" in ln or "@ 0x" in ln], lines[:5]
+    skips = [ln for ln in lines if "skipped" in ln]
+    assert len(lines) <= 8, lines
+    assert len(skips) == len(set(skips)), "each gap is reported once"
+    if corrupt:
+        assert skips and all(str(broken) in ln and "undecodable frame(s) before frame" in ln for ln in skips)
+    if damage == "truncated":
+        assert any("ended at frame" in ln and "truncated?" in ln for ln in lines), lines
+
+
+@needs_data
+def test_camera_hands_the_damaged_flag_over(tmp_path: Path) -> None:
+    broken = corrupt_copy(PEOPLE, tmp_path / "broken.mp4")
+    camera = Camera("hall", CameraConfig(source=str(broken), realtime=False))
+    camera.start()
+    frames: list[tuple[int, bool]] = []
+    try:
+        while not camera.finished:
+            frame = camera.get(timeout=2)
+            if frame is not None:
+                assert frame.origin is None
+                frames.append((frame.index, frame.damaged))
+    finally:
+        camera.stop()
+    gaps = [b for (a, _), (b, _) in itertools.pairwise(frames) if b - a > 1]
+    damaged = [index for index, hit in frames if hit]
+    assert gaps and all(index in damaged for index in gaps)
+    assert camera.stats.corrupt > 0 and camera.still is False
+
+
+@needs_data
+def test_image_folder_frames_name_their_picture_and_the_camera_is_still(tmp_path: Path) -> None:
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    names = ["shot1.jpg", "shot2.png", "shot10.jpg"]  # natural order: 10 after 2
+    for n, name in enumerate(names):
+        cv2.imwrite(str(folder / name), np.full((40, 60, 3), 60 * n, np.uint8))
+    source = open_source(str(folder))
+    origins = []
+    while (item := source.read()) is not None:
+        origins.append((item[0], source.last_origin, source.last_damaged))
+    source.close()
+    assert source.still is True
+    assert origins == [(0, "shot1.jpg", False), (1, "shot2.png", False), (2, "shot10.jpg", False)]
+
+    camera = Camera("uploads", CameraConfig(source=str(folder), realtime=False))
+    assert camera.still, "a folder is a still source even before it opens"
+    camera.start()
+    frames: list[Frame] = []
+    try:
+        while not camera.finished:
+            if (frame := camera.get(timeout=2)) is not None:
+                frames.append(frame)
+    finally:
+        camera.stop()
+    assert camera.still
+    assert [(f.index, f.origin, f.damaged) for f in frames] == origins
+
+    image = DATA / "images" / "rocket.jpg"
+    single = Camera("one", CameraConfig(source=str(image), realtime=False))
+    assert single.still
+    single.start()
+    try:
+        frame = single.get(timeout=5)
+    finally:
+        single.stop()
+    assert frame is not None and frame.origin == "rocket.jpg" and single.still
+
+    video = Camera("clip", CameraConfig(source=str(BIKE_GIF), realtime=False))
+    assert not video.still
+    video.start()
+    try:
+        frame = video.get(timeout=5)
+    finally:
+        video.stop()
+    assert frame is not None and frame.origin is None and not frame.damaged and not video.still
+    assert not Camera("door", CameraConfig(source="rtsp://10.0.0.9/stream1")).still
+
+
 def test_nonexistent_file_is_a_one_line_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.mp4"
     with pytest.raises(SourceError) as err:
@@ -306,6 +455,29 @@ def test_camera_retries_a_missing_file_until_it_appears(tmp_path: Path) -> None:
     assert statuses[1:] == [("drop", True, "connected"), ("drop", False, "end of file")]
 
 
+def test_camera_logs_each_change_once_in_one_clear_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "later.png"
+    cfg = CameraConfig(source=str(path), realtime=False, reconnect_min_s=0.02, reconnect_max_s=0.05)
+    camera = Camera("porch", cfg)
+    with caplog.at_level(logging.INFO, logger="edge.capture"):
+        camera.start()
+        try:
+            assert wait_until(lambda: camera.stats.reconnects >= 4, timeout=5)
+            cv2.imwrite(str(path), np.full((48, 64, 3), 200, np.uint8))
+            assert camera.get(timeout=5) is not None
+            assert wait_until(lambda: camera.finished, timeout=5)
+        finally:
+            camera.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name == "edge.capture" and r.levelno >= logging.INFO]
+    assert lines == [
+        f"camera porch offline (retrying): no such file: {path}",
+        "camera porch online: connected",
+        "camera porch finished: end of file",
+    ]
+
+
 # --- camera hand-over modes -------------------------------------------------------------------------
 
 
@@ -386,6 +558,39 @@ def test_realtime_file_is_paced_and_a_slow_consumer_gets_the_newest_frames() -> 
     assert all(b[0] > a[0] for a, b in itertools.pairwise(got))
     assert max(age for _, _, age in got) < 0.1  # each get() returns the newest frame, not a stale one
     assert all(pts == pytest.approx(index / 29.97, abs=1e-3) for index, pts, _ in got)
+
+
+@needs_data
+@pytest.mark.parametrize("realtime", [True, False], ids=["realtime", "lossless"])
+def test_file_camera_says_for_good_when_the_stream_ended(realtime: bool) -> None:
+    """A consumer loop can stop on `finished`: set once the last frame was taken; get() then returns."""
+    statuses: list[tuple[str, bool, str]] = []
+    camera = Camera(
+        "bikes",
+        CameraConfig(source=str(BIKE_GIF), realtime=realtime),
+        on_status=lambda *s: statuses.append(s),
+    )
+    camera.start()
+    started = time.monotonic()
+    frames: list[Frame] = []
+    try:
+        while not camera.finished:
+            assert time.monotonic() - started < 30, "the file camera never finished"
+            if (frame := camera.get(timeout=5)) is not None:
+                frames.append(frame)
+        elapsed = time.monotonic() - started
+        asked = time.monotonic()
+        assert camera.get(timeout=5) is None
+        assert time.monotonic() - asked < 0.5, "get() after the end must not wait out its timeout"
+        assert camera.finished
+    finally:
+        camera.stop()
+    assert frames and frames[-1].index <= 40
+    if realtime:
+        assert elapsed == pytest.approx(41 / 12.0, rel=0.3)  # paced like the clip, then it ends
+    else:
+        assert [f.index for f in frames] == list(range(41))
+    assert statuses == [("bikes", True, "connected"), ("bikes", False, "end of file")]
 
 
 def test_disabled_camera_does_not_capture(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.capture import open_source
 from edge.config.models import FireConfig
 from edge.reflex import fire
 from edge.reflex.fire import FireDetector
@@ -255,6 +256,84 @@ def test_exposure_pumping_on_a_lit_orange_lamp_is_not_fire() -> None:
     for i in range(45):
         frame = cv2.convertScaleAbs(scene, alpha=float(rng.uniform(0.85, 1.15)))
         assert det.detect(frame, i / STILL_FPS) == [], f"fire at call {i}"
+
+
+def corrupt_copy(dest: Path, seed: int) -> Path:
+    """The people clip with 100 kB of random bytes (fixed seed) at five places in its middle.
+
+    The decoder conceals the lost data with smears: a band of colourful garbage across the orange floor,
+    which later frames keep updating from broken references until the next keyframe. Before smears
+    were recognised this raised fire in the red loop (a critical "Fire!" alert) at every 1st/2nd frame.
+    """
+    src = DATA / "people/intel_one-by-one-person-detection.mp4"
+    data = bytearray(src.read_bytes())
+    rng = np.random.default_rng(seed)
+    for share in (0.3, 0.4, 0.5, 0.6, 0.7):
+        at = int(len(data) * share)
+        data[at : at + 100_000] = rng.bytes(100_000)
+    dest.write_bytes(data)
+    return dest
+
+
+@pytest.mark.parametrize(("seed", "flags"), [(1, (True,)), (2, (True, False))])
+def test_decoder_smears_in_corrupt_h264_never_fire(
+    tmp_path: Path, seed: int, flags: tuple[bool, ...]
+) -> None:
+    """With the capture layer's damaged flag; for seed 2 also without it (the detector spots the smear
+    itself). Seed 1's smear band is partly floor-coloured: only the damaged flag keeps it out."""
+    source = open_source(str(corrupt_copy(tmp_path / "broken.mp4", seed)))
+    detectors = {(stride, flag): FireDetector(FireConfig()) for stride in (1, 2) for flag in flags}
+    fired: dict[tuple[int, bool], list[int]] = {key: [] for key in detectors}
+    calls, damaged = 0, 0
+    try:
+        while (item := source.read()) is not None:
+            index, pts, frame = item
+            damaged += source.last_damaged
+            for (stride, flag), det in detectors.items():
+                if calls % stride == 0 and det.detect(frame, pts, flag and source.last_damaged):
+                    fired[stride, flag].append(index)
+            calls += 1
+    finally:
+        source.close()
+    assert source.corrupt > 0 and damaged > 0, "the corruption should damage the stream"
+    for (stride, flag), frames in fired.items():
+        assert not frames, (
+            f"every {stride} frame(s), damaged flag {'used' if flag else 'unused'}: fire at {frames[:5]}"
+        )
+
+
+def test_damaged_frames_teach_nothing_and_fire_returns_quickly_after() -> None:
+    """A damaged frame reports nothing and is not compared against; a real fire is back within 0.5 s."""
+    frames = [(pts, frame) for _, pts, frame in decode(DATA / "fire/fdv_visual_fire.mp4") if pts < 3.0]
+    det = FireDetector(FireConfig())
+    for pts, frame in frames[:45]:
+        found = det.detect(frame, pts)
+    assert found, "fire should be reported after 1.5 s"
+    peak = det.peak_evidence
+    smear = frames[45][1].copy()
+    smear[100:140] = np.random.default_rng(3).integers(0, 256, smear[100:140].shape, dtype=np.uint8)
+    assert det.detect(smear, frames[45][0], damaged=True) == []
+    assert det.peak_evidence == pytest.approx(peak), "a damaged frame neither adds nor removes evidence"
+    assert det.detect(frames[45][1], frames[45][0], True) == [], "positional `damaged` works too"
+    back = next((pts for pts, frame in frames[46:] if det.detect(frame, pts)), None)
+    assert back is not None and back - frames[45][0] <= 0.5, back
+
+
+def test_a_sudden_smear_is_not_flicker() -> None:
+    """Garbage bands across the frame (lost slices), unmarked, do not add evidence on a burning fire."""
+    frames = [(pts, frame) for _, pts, frame in decode(DATA / "fire/furg_house6.mp4") if pts < 4.0]
+    det = FireDetector(FireConfig())
+    for pts, frame in frames[:40]:
+        det.detect(frame, pts)
+    before = det.peak_evidence
+    rng = np.random.default_rng(5)
+    for pts, frame in frames[40:46]:
+        smeared = frame.copy()
+        smeared[120:180] = rng.integers(0, 256, smeared[120:180].shape, dtype=np.uint8)
+        assert det.detect(smeared, pts) == []
+    assert det.peak_evidence <= before + 1e-6
+    back = next((pts for pts, frame in frames[46:] if det.detect(frame, pts)), None)
+    assert back is not None and back - frames[45][0] <= fire.SMEAR_HOLD_S + 0.6, f"fire back at {back}"
 
 
 def test_rejects_non_bgr_input() -> None:

@@ -9,20 +9,25 @@ backlog that makes alerts late. How a frame waits for the consumer depends on th
   so an offline scan with a slow consumer still sees every frame exactly once, in order.
 
 Frames keep increasing `index` and `pts` across reconnects, so later stages see one continuous stream.
+Each frame carries `damaged` (it follows undecodable data) and `origin` (the picture file, for image
+and folder sources) from its source. A finite source that ran out sets `finished` once its last frame
+was taken; from then on `get()` returns None at once. Each change between online and offline is logged
+once, as one line, by this module (``edge.capture``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from edge.capture.sources import SourceError, open_source
+from edge.backoff import Backoff
+from edge.capture.sources import IMAGE_EXTS, SourceError, open_source
 from edge.config.models import CameraConfig
 from edge.types import Frame
 
@@ -80,6 +85,7 @@ class Camera:
         self._next_index = 0
         self._last_pts: float | None = None
         self._last_arrival = 0.0
+        self._still: bool | None = None  # known once a source opened
 
     def start(self) -> None:
         """Start the capture thread (a disabled camera stays idle)."""
@@ -112,9 +118,30 @@ class Camera:
 
     @property
     def finished(self) -> bool:
-        """A finite (non-loop) source reached its end and every frame was handed over or dropped."""
+        """True for good once a finite (non-loop) source reached its end and its last frame was taken
+        (or dropped): the stream ended, no frame will follow, and `get()` returns None without waiting.
+
+        A consumer loop: ``while not camera.finished: frame = camera.get(timeout)`` (None = no frame yet).
+        Live streams and looping files never finish; they reconnect or replay instead.
+        """
         with self._cond:
             return self._ended and self._slot is None
+
+    @property
+    def still(self) -> bool:
+        """True when every frame is an independent picture (an image, a folder of images), not video.
+
+        Known for sure once the source opened; before that it is inferred from the configured source:
+        an image file extension, or an existing directory.
+        """
+        with self._cond:
+            if self._still is not None:
+                return self._still
+        spec = self.cfg.source.strip()
+        if "://" in spec or spec.lower().startswith(("usb:", "/dev/video")):
+            return False
+        path = Path(spec).expanduser()
+        return path.suffix.lower() in IMAGE_EXTS or path.is_dir()
 
     @property
     def stats(self) -> CaptureStats:
@@ -143,8 +170,8 @@ class Camera:
             except SourceError as exc:
                 self._set_online(False, str(exc))
             except Exception as exc:  # a bug or an OpenCV error must not kill the camera
-                log.exception("capture error on %s", self.name)
-                self._set_online(False, f"{type(exc).__name__}: {exc}")
+                # one line (with the traceback) when the camera goes offline, not one per retry
+                self._set_online(False, f"capture error: {type(exc).__name__}: {exc}", exc_info=True)
             else:
                 if ended:
                     self._end()
@@ -154,6 +181,8 @@ class Camera:
     def _session(self) -> bool:
         """Open the source and hand frames over until it ends (True) or stop() (False); raises on failure."""
         source = open_source(self.cfg.source, loop=self.cfg.loop)
+        with self._cond:
+            self._still = source.still
         try:
             self._set_online(True, "connected")
             lossless = not source.is_live and not self.cfg.realtime
@@ -173,7 +202,16 @@ class Camera:
                 index, pts, image = item
                 if paced:
                     anchor = self._pace(anchor, pts)
-                frame = Frame(self.name, index + index_base, pts + pts_base, image, 0.0, decode_ms)
+                frame = Frame(
+                    self.name,
+                    index + index_base,
+                    pts + pts_base,
+                    image,
+                    0.0,
+                    decode_ms,
+                    damaged=source.last_damaged,
+                    origin=source.last_origin,
+                )
                 self._hand_over(frame, lossless=lossless)
             return False
         finally:
@@ -221,8 +259,14 @@ class Camera:
             self._cond.notify_all()
         self._set_online(False, "end of file", error=False)
 
-    def _set_online(self, online: bool, reason: str, *, error: bool = True) -> None:
-        """Record the state; report it (log and on_status) only when it changes, once per outage."""
+    def _set_online(self, online: bool, reason: str, *, error: bool = True, exc_info: bool = False) -> None:
+        """Record the state; report it (log and on_status) only when it changes, once per outage.
+
+        The one log line reads "camera NAME online: connected", "camera NAME offline (retrying): REASON"
+        or "camera NAME finished: end of file"; REASON is the source's own one-line message (which
+        names the source, not the camera), so nothing in the line is said twice. Retries of an outage
+        already reported are logged at debug level only.
+        """
         with self._cond:
             changed = self._online is not online
             self._online = self._stats.online = online
@@ -231,11 +275,14 @@ class Camera:
                 if error:
                     self._stats.last_error = reason
         if not changed:
+            log.debug("camera %s still offline: %s", self.name, reason, exc_info=exc_info)
             return
-        if online or not error:
-            log.info("camera %s: %s", self.name, reason)
+        if online:
+            log.info("camera %s online: %s", self.name, reason)
+        elif not error:
+            log.info("camera %s finished: %s", self.name, reason)
         else:
-            log.warning("camera %s offline: %s", self.name, reason)
+            log.warning("camera %s offline (retrying): %s", self.name, reason, exc_info=exc_info)
         if self._on_status is not None:
             try:
                 self._on_status(self.name, online, reason)
@@ -244,6 +291,4 @@ class Camera:
 
     def _backoff(self, failures: int) -> float:
         """Exponential delay from reconnect_min_s to reconnect_max_s, with a little jitter."""
-        low = min(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
-        delay = min(self.cfg.reconnect_max_s, low * 2 ** (failures - 1))
-        return delay * random.uniform(1 - JITTER, 1 + JITTER)
+        return Backoff(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s, JITTER).delay(failures)

@@ -8,6 +8,11 @@ stream time in seconds: the container's timestamp while it is sane and monotonic
 
 `open_source()` reads the first frame before it returns, so a file that opens but never decodes fails
 there with a one-line `SourceError`, which is what `edge scan` prints.
+
+After each `read()`, `last_damaged` says whether that frame follows undecodable data (the decoder may
+show smeared, concealed pictures until its next keyframe) and `last_origin` names the picture file a
+frame of an image or image folder came from. FFmpeg's own per-packet complaints are silenced
+(`OPENCV_FFMPEG_LOGLEVEL`); each gap is reported once, by us, with the number of frames skipped.
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Protocol
 from urllib.parse import urlsplit
+
+# FFmpeg logs each broken packet of a damaged file ("[h264 @ 0x...] error while decoding MB ...", often
+# hundreds of lines); OpenCV reads this when it first opens a capture. -8 is AV_LOG_QUIET: the warning
+# below ("skipped N undecodable frame(s) before frame M") says the same once per gap.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 import cv2
 import numpy as np
@@ -96,6 +106,12 @@ MAX_LIVE_FAILURES = 25
 """Consecutive failed reads before a live stream counts as dead (a closed socket fails instantly)."""
 RTSP_LATENCY_MS = 200
 """jetson-utils jitter buffer; its 2 s default would add 2 s to every alert."""
+DAMAGE_MAX_S = 5.0
+"""After undecodable data, frames count as damaged until the decoder has output its next keyframe, but
+for at most this long (stream seconds): a lost keyframe or a backend that cannot tell keyframes."""
+KEY_SLACK_FRAMES = 3
+"""Frames beyond the decoder's thread count by which a keyframe packet may precede its output frame
+(frame threading plus B-frame reordering); these few extra frames also count as damaged."""
 
 
 class SourceError(Exception):
@@ -116,6 +132,13 @@ class FrameSource(Protocol):
     """True for rtsp/http/usb/csi, False for files/images/folders."""
     corrupt: int
     """Undecodable frames skipped so far."""
+    still: bool
+    """True for an image or a folder of images: every frame is an independent picture, not video."""
+    last_damaged: bool
+    """True when the frame last returned by read() follows undecodable data: until the decoder's next
+    keyframe it may show smears (error concealment), which must not count as motion or flicker."""
+    last_origin: str | None
+    """The picture file (name only) the frame last returned by read() came from; None for video."""
 
     def read(self) -> Item | None:
         """Next frame; None at the end of a finite source; raises SourceError if a live stream fails."""
@@ -228,19 +251,73 @@ class _Clock:
         return abs(stream_s - wall_s) <= 1.0 + 0.1 * wall_s  # OpenCV guesses 25 fps for MJPEG
 
 
+class _Damage:
+    """Whether frames still show the decoder's concealment of data it could not decode.
+
+    An episode starts at a gap (failed reads before a frame) and ends once the decoder has output the
+    next keyframe: FFmpeg flags the last packet read, which runs ahead of the frame handed out by the
+    decoder's thread count plus B-frame reordering, so the episode ends that many frames after the key
+    packet. Backends that cannot tell keyframes, or a lost keyframe, end it after DAMAGE_MAX_S.
+    """
+
+    def __init__(self, cap: cv2.VideoCapture) -> None:
+        self._cap = cap
+        try:
+            self._keys = cap.getBackendName() == "FFMPEG"
+        except cv2.error:
+            self._keys = False
+        threads = cap.get(cv2.CAP_PROP_N_THREADS) if self._keys else 0.0
+        self._delay = (int(threads) if threads > 0 else 1) + KEY_SLACK_FRAMES
+        self._since: float | None = None  # pts the episode started at; None while the decoder is clean
+        self._left: int | None = None  # damaged frames still to come once the key packet was read
+
+    def gap(self) -> None:
+        """Undecodable data was just skipped: the next frames may be concealed."""
+        self._since, self._left = math.nan, None
+
+    def frame(self, pts: float) -> bool:
+        """Whether the frame just decoded, at `pts`, may show concealment."""
+        if self._since is None:
+            return False
+        if math.isnan(self._since):
+            self._since = pts
+        if pts - self._since > DAMAGE_MAX_S:
+            self._since = None
+            return False
+        if self._left is None and self._keys and self._cap.get(cv2.CAP_PROP_LRF_HAS_KEY_FRAME) > 0:
+            self._left = self._delay
+        if self._left is not None:
+            if self._left <= 0:
+                self._since = None
+                return False
+            self._left -= 1
+        return True
+
+
 class _Source:
     """Shared first-frame check: the frame decoded at open time is handed out by the first read()."""
 
     name: str
     fps: float | None
     is_live: bool
+    still = False
     corrupt: int = 0
-    _pending: Item | None = None
+    last_damaged = False
+    last_origin: str | None = None
+    _mark: tuple[bool, str | None] = (False, None)
+    """(damaged, origin) of the item the running _read() returns; set just before it returns/yields."""
+    _pending: tuple[Item, bool, str | None] | None = None
 
     def read(self) -> Item | None:
         if self._pending is not None:
-            item, self._pending = self._pending, None
+            (item, self.last_damaged, self.last_origin), self._pending = self._pending, None
             return item
+        item = self._marked_read()
+        self.last_damaged, self.last_origin = self._mark if item is not None else (False, None)
+        return item
+
+    def _marked_read(self) -> Item | None:
+        self._mark = (False, None)
         return self._read()
 
     def _read(self) -> Item | None:
@@ -252,13 +329,14 @@ class _Source:
     def _check_first_frame(self) -> None:
         """Called last in __init__: decode frame 0 now so a broken source fails in open_source()."""
         try:
-            self._pending = self._read()
+            item = self._marked_read()
         except BaseException:
             self.close()
             raise
-        if self._pending is None:
+        if item is None:
             self.close()
             raise SourceError(f"no decodable frame in {self.name}")
+        self._pending = (item, *self._mark)
 
 
 class _FiniteSource(_Source):
@@ -321,6 +399,7 @@ class VideoFileSource(_FiniteSource):
         self._cap = None
         try:
             clock = _Clock(self.fps, live=False)
+            damage = _Damage(cap)
             count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
             total = count if count > 0 else None
             index, failures = -1, 0
@@ -344,6 +423,7 @@ class VideoFileSource(_FiniteSource):
                     skipped = failures if gap is None else gap
                     if skipped:
                         self.corrupt += skipped
+                        damage.gap()
                         log.warning(
                             "%s: skipped %d undecodable frame(s) before frame %d",
                             self.name,
@@ -352,7 +432,9 @@ class VideoFileSource(_FiniteSource):
                         )
                     failures = 0
                 index += skipped + 1
-                yield index, clock.pts(index, stamp), image
+                pts = clock.pts(index, stamp)
+                self._mark = (damage.frame(pts), None)
+                yield index, pts, image
         finally:
             cap.release()
 
@@ -384,6 +466,8 @@ class GifSource(_FiniteSource):
 class ImageSource(_FiniteSource):
     """A single picture: one frame at pts 0 (re-read from disk on every loop pass)."""
 
+    still = True
+
     def __init__(self, path: Path, name: str, *, loop: bool = False) -> None:
         self.path = path
         super().__init__(name, FOLDER_FPS, loop=loop)
@@ -393,6 +477,7 @@ class ImageSource(_FiniteSource):
         if image is None:
             self.corrupt += 1
             return
+        self._mark = (False, self.path.name)
         yield 0, 0.0, image
 
 
@@ -401,6 +486,8 @@ class ImageFolderSource(_FiniteSource):
 
     The folder is listed again on every loop pass, so pictures dropped in by an uploader are picked up.
     """
+
+    still = True
 
     def __init__(self, path: Path, name: str, *, loop: bool = False, fps: float = FOLDER_FPS) -> None:
         self.path = path
@@ -420,6 +507,7 @@ class ImageFolderSource(_FiniteSource):
                 self.corrupt += 1
                 log.warning("%s: skipped unreadable image %s", self.name, file.name)
                 continue
+            self._mark = (False, file.name)
             yield index, index / fps, image
 
 
@@ -444,6 +532,7 @@ class StreamSource(_Source):
             raise SourceError(f"cannot open stream {name}: it answered but sent no video OpenCV can decode")
         self.fps = _sane_fps(self._cap.get(cv2.CAP_PROP_FPS))
         self._clock = _Clock(self.fps, live=True)
+        self._damage = _Damage(self._cap)
         self._index = -1
         self._check_first_frame()
 
@@ -458,9 +547,12 @@ class StreamSource(_Source):
                 raise SourceError(f"stream {self.name} stopped delivering frames")
         if failures:
             self.corrupt += failures
+            self._damage.gap()
             log.warning("%s: skipped %d undecodable frame(s)", self.name, failures)
         self._index += 1
-        return self._index, self._clock.pts(self._index, self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0), image
+        pts = self._clock.pts(self._index, self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
+        self._mark = (self._damage.frame(pts), None)
+        return self._index, pts, image
 
     def close(self) -> None:
         self._cap.release()

@@ -25,6 +25,14 @@ call, or a still image repeated, never reports fire: evidence needs unexplained 
 and history is dropped across gaps longer than ``MAX_GAP_S`` (the gate's refresh in a still scene).
 Work happens on a downscaled copy (about ``WORK_WIDTH`` pixels wide) and history is bounded, so cost
 and memory do not grow with time. Smoke is not detected (not attempted yet).
+
+Broken video must not look like fire: a decoder that lost data conceals it with smears (blocks of
+stale or garbage picture, often colourful and bright) that then "flicker" as later frames update
+them from broken references. Frames the capture layer marks ``damaged`` are ignored, and the detector
+also spots a smear itself (a sudden change that motion cannot explain over a large share of the frame,
+or across nearly the full width of several rows, as lost H.264 slices do; flame flicker is local) and
+learns nothing for ``SMEAR_HOLD_S`` after one. Ignoring means: no evidence added, no detection
+reported, and the frame history dropped so that no later frame is compared with the smear.
 """
 
 from __future__ import annotations
@@ -118,6 +126,18 @@ WATCH_KEEP_EVIDENCE = 0.15
 """While evidence anywhere is at least this, the watch goes on: a fire is watched for as long as it
 burns, whatever the gate decides."""
 
+SMEAR_SHARE = 0.25
+"""A call whose unexplained change covers this share of the frame is a smear or a cut, not flicker:
+the fire clips stay below 0.12 (drone pan, flames over a fifth of the frame, every 3rd frame)."""
+SMEAR_ROW_SHARE = 0.6
+SMEAR_ROWS = 2
+"""A lost H.264 slice smears whole rows of macroblocks: this many analysis rows with unexplained change
+over this share of their width are a smear. Flames leave at most half a row (a fire front seen from a
+drone, every 3rd frame), a passing person or car far less."""
+SMEAR_HOLD_S = 1.0
+"""After a smear, the decoder keeps building on the broken picture until its next keyframe (typically
+every 1-2 s): nothing is learned for this long (stream seconds)."""
+
 LABEL_FIRE = "fire"
 DETECTOR_NAME = "fire"
 
@@ -165,6 +185,7 @@ class FireDetector:
         self._judged_pts: float | None = None
         self._last_result: list[Detection] = []
         self._watch_since: float | None = None
+        self._smear_pts: float | None = None
 
     @property
     def peak_evidence(self) -> float:
@@ -177,14 +198,22 @@ class FireDetector:
             return False
         return pts - self._watch_since <= WATCH_S or self.peak_evidence >= WATCH_KEEP_EVIDENCE
 
-    def detect(self, image: np.ndarray, pts: float) -> list[Detection]:
-        """Return flame regions in ``image`` (BGR uint8) at stream time ``pts`` (seconds)."""
+    def detect(self, image: np.ndarray, pts: float, damaged: bool = False) -> list[Detection]:
+        """Return flame regions in ``image`` (BGR uint8) at stream time ``pts`` (seconds).
+
+        ``damaged`` (``Frame.damaged``): the decoder skipped or concealed data just before or in this
+        frame. Such a frame is ignored (see the module notes); so is any frame within ``SMEAR_HOLD_S``
+        of a smear the detector saw itself.
+        """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected a BGR uint8 HxWx3 image, got {image.dtype} {image.shape}")
         if not self._cfg.enabled:
             return []
         if self._last_pts is not None and pts == self._last_pts:
             return list(self._last_result)  # the same moment again: nothing new to learn
+        if damaged or (self._smear_pts is not None and 0 <= pts - self._smear_pts <= SMEAR_HOLD_S):
+            return self._ignore(pts)
+        self._smear_pts = None
 
         small = _shrink(image)
         h, w = small.shape[:2]
@@ -212,6 +241,9 @@ class FireDetector:
 
         if ref is not None:
             unexplained = self._unexplained(grey, ref.grey) if candidate.any() else np.zeros_like(colour)
+            if _smeared(unexplained):
+                self._smear_pts = pts
+                return self._ignore(pts)
             n = self._push(_Flags(pts, unexplained, colour))
             flickering = (
                 candidate
@@ -226,6 +258,18 @@ class FireDetector:
         return list(self._last_result)
 
     # -- steps -------------------------------------------------------------------------------------
+
+    def _ignore(self, pts: float) -> list[Detection]:
+        """Learn nothing from this frame and forget the frames before it; the evidence stays as it was
+        (it came from sound frames and goes stale after ``STALE_EVIDENCE_S`` without judgement)."""
+        self._past.clear()
+        self._window.clear()
+        if self._n_unexplained is not None and self._n_colour is not None:
+            self._n_unexplained[:] = 0
+            self._n_colour[:] = 0
+        self._last_pts = pts
+        self._last_result = []
+        return []
 
     def _discontinuous(self, pts: float) -> bool:
         """True when ``pts`` does not continue the stream we hold (jumped back, or a long gap)."""
@@ -340,6 +384,14 @@ class FireDetector:
                 )
             )
         return out
+
+
+def _smeared(unexplained: np.ndarray) -> bool:
+    """True when unexplained change is too widespread, or too row-shaped, to be flame flicker."""
+    if unexplained.mean() >= SMEAR_SHARE:
+        return True
+    rows = unexplained.mean(axis=1, dtype=np.float32)
+    return int(np.count_nonzero(rows >= SMEAR_ROW_SHARE)) >= SMEAR_ROWS
 
 
 def _outside(grey: np.ndarray, ref: np.ndarray, threshold: float) -> np.ndarray:
