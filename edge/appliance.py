@@ -1,8 +1,10 @@
-"""`edge run`: the appliance. One capture thread and one red-loop thread per camera, the bus.
+"""`edge run`: the appliance's setup root. It builds the parts in clear steps and starts them.
 
-Cameras that die are retried by their capture thread and reported; nothing here stops because one
-camera, frame, command or database write failed. Alerts go to the event log and its outbox first; the
-MQTT bus (when a broker is configured) and the push workers drain the outbox.
+One capture thread and one red-loop thread per camera, the bus, the push workers and housekeeping.
+Runtime changes (switches, rules, asks) go through `self.control`; nothing in here implements them.
+Cameras that die are retried by their capture thread and reported; nothing stops because one camera,
+frame, command or database write failed. Alerts go to the event log and its outbox first; the MQTT
+bus (when a broker is configured) and the push workers drain the outbox.
 """
 
 from __future__ import annotations
@@ -12,24 +14,27 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from itertools import islice
 from pathlib import Path
 
 from edge import __version__
 from edge.bus.commands import Commands
 from edge.bus.discovery import discovery_filter, discovery_messages
 from edge.bus.mqtt import Bus, BusConfigError
-from edge.bus.payloads import event_payload, topic
 from edge.bus.push import PushWorker, start_push_workers
-from edge.bus.state import LiveState
+from edge.bus.state import RetainedState
 from edge.capture import Camera
 from edge.config import ConfigError, EdgeConfig
+from edge.control import Control
 from edge.journal import Journal
-from edge.redloop import RedLoop, Sink, percentile
+from edge.live import LiveView
+from edge.outbox import MemoryQueue, Topics, event_message
+from edge.pipeline import feed
+from edge.redloop import Detector, RedLoop, Sink
+from edge.reflex import build_detector
 from edge.rules import Rule, Transition
-from edge.store import EventLog, StoreError
+from edge.store import DataLock, EventLog, StoreError
 from edge.types import Frame
-from edge.wiring import load_detector
+from edge.wiring import known_labels, needs_objects
 
 log = logging.getLogger("edge.appliance")
 
@@ -41,70 +46,110 @@ class Appliance:
     def __init__(
         self, cfg: EdgeConfig, base_dir: Path, rules: list[Rule], observers: Sequence[Sink] = ()
     ) -> None:
-        """`observers` see every transition after it is stored (tools/bench times alerts with one)."""
+        """`rules` are the config's (origin `config`); `observers` see every transition after it is
+        stored (tools/bench times alerts with one)."""
         self.cfg = cfg
-        self.data_dir = Path(cfg.data_dir) if Path(cfg.data_dir).is_absolute() else base_dir / cfg.data_dir
-        self.rules = rules
+        self.base_dir = base_dir
+        self.config_rules = rules
         self.observers = list(observers)
         self.stop_event = threading.Event()
-        self.detector = load_detector(cfg, base_dir, rules)
-        self.events = EventLog(self.data_dir)
-        self.journal = Journal(self.events, cfg)
-        self.engine_lock = threading.Lock()
+        self.data_dir = Path(cfg.data_dir) if Path(cfg.data_dir).is_absolute() else base_dir / cfg.data_dir
+        self.topics = Topics(cfg.mqtt.prefix, cfg.device.id)
         self.cameras: dict[str, Camera] = {}
         self.loops: dict[str, RedLoop] = {}
         self.threads: list[threading.Thread] = []
-        self.bus: Bus | None = None
         self.push_workers: list[PushWorker] = []
-        self.live: LiveState | None = None
-        if cfg.mqtt.url:
-            try:
-                self.bus = Bus(cfg.mqtt, cfg.device.id, self.events)
-            except BusConfigError as exc:
-                self.events.close()
-                raise ConfigError(f"mqtt: {exc}") from None
-            self.live = LiveState(self.bus)
-            self.bus.on_command = Commands(
-                cfg.mqtt.prefix,
-                cfg.device.id,
-                lambda: set(self.loops),
-                self.events,
-                self.set_switch,
-                self._answer,
-                cfg.mqtt.max_command_bytes,
-            )
-            self.journal.on_snapshot = self.live.snapshot
+        self.live = LiveView()
+        self._detector: Detector | None = None
+        self._init_store()
+        try:
+            self._init_control()
+            self._init_bus()
+        except BaseException:
+            self._close_store()
+            raise
 
-    def start(self) -> None:
-        for rule in self.rules:
-            self.events.ensure_rule(rule.cfg)
-        self._end_orphaned_events()
-        sinks: list[Sink] = [self.journal] if self.live is None else [self.journal, self.live]
+    # -- setup steps ------------------------------------------------------------------------------
+
+    def _init_store(self) -> None:
+        """One appliance per data folder (a second would fight the first for the broker), then the
+        event log and the journal that writes to it."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = DataLock(self.data_dir)
+        self.lock.acquire()
+        try:
+            self.events = EventLog(self.data_dir)
+        except BaseException:
+            self.lock.release()
+            raise
+        self.memory = MemoryQueue()
+        self.journal = Journal(self.events, self.topics, self.config_rules, self.memory)
+
+    def _init_control(self) -> None:
+        self.control = Control(
+            self.events,
+            self.topics,
+            self.journal,
+            known_labels=known_labels(self.cfg, self.base_dir),
+            push_channels=self.cfg.push,
+            detector=self._load_detector,
+            notify=self._wake_deliverers,
+        )
+        self.rules = self.control.load_rules(self.config_rules)
+        if needs_objects(self.rules):
+            self._load_detector()
+
+    def _init_bus(self) -> None:
+        self.bus: Bus | None = None
+        self.retained: RetainedState | None = None
+        if not self.cfg.mqtt.url:
+            return
+        try:
+            self.bus = Bus(self.cfg.mqtt, self.topics, self.events, self.memory)
+        except BusConfigError as exc:
+            raise ConfigError(f"mqtt: {exc}") from None
+        self.retained = RetainedState(self.bus)
+        Commands(self.topics, self.control, self.cfg.mqtt.max_command_bytes).subscribe(self.bus)
+        self.journal.on_snapshot = self.retained.snapshot
+        self.control.on_rules_changed = self._announce_to_home_assistant
+
+    def _init_cameras(self) -> None:
+        sinks: list[Sink] = [self.journal] if self.retained is None else [self.journal, self.retained]
         sinks += [*self.observers, _Wake(self._wake_deliverers)]
         for name, cam_cfg in self.cfg.cameras.items():
-            if cam_cfg.enabled:
-                self.events.ensure_camera(name, cam_cfg.source, detect=cam_cfg.detect, alerts=cam_cfg.alerts)
-                loop = RedLoop(name, self.cfg, self.rules, self.detector, sinks, self.engine_lock)
-                self.cameras[name] = Camera(name, cam_cfg, on_status=self._camera_status)
-                self.loops[name] = loop
-        # Switches set over MQTT survive restarts: the stored state wins over the config's default.
-        for name, switches in self.events.switches().items():
-            for switch, on in switches.items():
-                if name in self.loops:
-                    self.set_switch(name, switch, on, persist=False)
-        if self.bus is not None:
-            self._announce_to_home_assistant(self.bus)
-        if self.live is not None:
-            for name, loop in self.loops.items():
-                loop.on_counts = self.live.counts
-                self.live.counts(name, loop.counts)
-                self.live.camera_status(name, False)
-                for rule in self.rules:
-                    if rule.applies_to(name):
-                        self.live.rule_idle(name, rule.name)
+            if not cam_cfg.enabled:
+                log.info("camera %s is disabled; not capturing", name)
+                continue
+            self.events.ensure_camera(name, cam_cfg.source, detect=cam_cfg.detect, alerts=cam_cfg.alerts)
+            self.loops[name] = RedLoop(name, self.cfg, self.rules, self._detector, sinks, live=self.live)
+            self.cameras[name] = Camera(name, cam_cfg, on_status=self._camera_status)
+        self.control.attach(self.loops, self.retained)
+        self.control.apply_stored_switches()
+
+    def _init_retained_state(self) -> None:
+        if self.retained is None:
+            return
+        self._announce_to_home_assistant()
+        for name, loop in self.loops.items():
+            loop.on_counts = self.retained.counts
+            self.retained.counts(name, loop.counts)
+            self.retained.camera_status(name, False)
+            for rule in self.rules:
+                if rule.applies_to(name):
+                    self.retained.rule_idle(name, rule.name)
+        # A removed camera's retained topics (counts, JPEG, status) and removed entities are cleared.
+        assert self.bus is not None
+        self.bus.sweep(self.topics("#"))
+        if self.cfg.mqtt.discovery:
+            self.bus.sweep(discovery_filter(self.cfg.mqtt.discovery_prefix, self.cfg.device.id))
+
+    def start(self) -> None:
+        self._end_orphaned_events()
+        self._init_cameras()
+        self._init_retained_state()
         for name, camera in self.cameras.items():
             camera.start()
-            self._spawn(f"redloop-{name}", self._camera_loop, camera, self.loops[name])
+            self._spawn(f"redloop-{name}", feed, camera, self.loops[name], self.stop_event)
         self._drop_removed_push_channels()
         self.push_workers = start_push_workers(self.events, self.cfg, self.stop_event)
         if self.bus is not None:
@@ -127,6 +172,8 @@ class Appliance:
             self.stop()
 
     def stop(self) -> None:
+        """Cameras, then red loops (open events end), the journal, the push workers, the bus (which
+        says what a stopped appliance knows, then `offline`), and the event log last."""
         self.stop_event.set()
         for camera in self.cameras.values():
             camera.stop()
@@ -138,30 +185,24 @@ class Appliance:
         for worker in self.push_workers:
             worker.notify()  # out of its idle wait: it sees the stop at once
             worker.join(timeout=5)
+        if self.retained is not None:
+            self.retained.at_stop(sorted(self.loops))
         if self.bus is not None:
             self.bus.stop()
+        self.journal.report_unsaved()
+        self._close_store()
+
+    def _close_store(self) -> None:
         self.events.close()
+        self.lock.release()
 
-    def set_switch(self, camera: str, switch: str, on: bool, *, persist: bool = True) -> None:
-        """Flip a camera's `detect` or `alerts` switch (MQTT command, admin page, start-up)."""
-        if persist:  # first: a switch that cannot be stored is refused, not half-applied
-            self.events.set_switch(camera, switch, on)
-            log.info("camera %s: %s switched %s", camera, switch, "on" if on else "off")
-        loop = self.loops[camera]
-        if switch == "detect":
-            loop.detect_enabled = on
-        else:
-            loop.alerts_enabled = on
-        if self.live is not None:
-            self.live.switch(camera, switch, on)
+    # -- helpers for the steps ---------------------------------------------------------------------
 
-    def _answer(self, payload: dict[str, object]) -> None:
-        """Queue an answer on …/answers through the outbox (QoS 1, survives an outage)."""
-        message_id = f"answer:{payload.get('id')}:{payload['kind']}:{time.time_ns()}"
-        self.events.enqueue("answer", topic(self.cfg.mqtt.prefix, self.cfg.device.id, "answers"), payload,
-                            message_id)  # fmt: skip
-        if self.bus is not None:
-            self.bus.notify()
+    def _load_detector(self) -> Detector:
+        """The shared object detector, loaded on first need (also when a runtime rule first needs it)."""
+        if self._detector is None:
+            self._detector = build_detector(self.cfg.model, self.base_dir)
+        return self._detector
 
     def _end_orphaned_events(self) -> None:
         """Events a crash left open will never see their end: end them now, at their last update, and
@@ -169,8 +210,9 @@ class Appliance:
         try:
             orphans = self.events.open_events()
             for ev in orphans:
-                message = (self.journal.events_topic, event_payload(ev, "end"), f"{ev.id}:end:{ev.frame}")
-                self.events.event_transition(ev, "end", message, sighting=False)
+                message = event_message(self.topics, ev, "end", ev.frame)
+                self.events.event_transition(ev, "end", (message.topic, message.payload, message.message_id),
+                                             sighting=False)  # fmt: skip
         except StoreError as exc:
             log.error("cannot end events left open by the last run: %s", exc)
             return
@@ -184,24 +226,24 @@ class Appliance:
         for worker in self.push_workers:
             worker.notify()
 
-    def _announce_to_home_assistant(self, bus: Bus) -> None:
+    def _announce_to_home_assistant(self) -> None:
         """Discovery configs are retained state: re-published on every connect, stale ones cleared."""
-        if not self.cfg.mqtt.discovery:
+        if self.bus is None or not self.cfg.mqtt.discovery:
             return
+        rules = self.control.active_rules()
         cameras = sorted(self.loops)
         messages = discovery_messages(
             self.cfg.mqtt.prefix,
             self.cfg.device.id,
             self.cfg.mqtt.discovery_prefix,
             cameras,
-            {rule.name: [c for c in cameras if rule.applies_to(c)] for rule in self.rules},
+            {rule.name: [c for c in cameras if rule.applies_to(c)] for rule in rules},
             {name: list(loop.counts) for name, loop in self.loops.items()},
             __version__,
-            rule_labels={rule.name: rule.cfg.label for rule in self.rules},
+            rule_labels={rule.name: rule.cfg.label for rule in rules},
         )
         for config_topic, payload in messages:
-            bus.set_state(config_topic, json.dumps(payload, separators=(",", ":")))
-        bus.cleanup_filter = discovery_filter(self.cfg.mqtt.discovery_prefix, self.cfg.device.id)
+            self.bus.set_state(config_topic, json.dumps(payload, separators=(",", ":")))
 
     def _drop_removed_push_channels(self) -> None:
         """Rows of a push channel that is no longer configured can never be sent: say so, loudly."""
@@ -219,37 +261,24 @@ class Appliance:
         self.threads.append(thread)
         thread.start()
 
-    def _camera_loop(self, camera: Camera, loop: RedLoop) -> None:
-        while not self.stop_event.is_set():
-            frame = camera.get(timeout=0.5)
-            if frame is None:
-                continue
-            try:
-                loop.process(frame)
-            except Exception:  # one bad frame must not stop a camera's red loop
-                log.exception("red loop error on %s frame %d; continuing", camera.name, frame.index)
-
     def _camera_status(self, camera: str, online: bool, reason: str) -> None:
-        if self.live is not None:
-            self.live.camera_status(camera, online)
-        if online:
-            log.info("camera %s online: %s", camera, reason)
-        elif reason == "end of file":
-            log.info("camera %s: end of file (use --loop to replay it)", camera)
-        else:
-            log.warning("camera %s offline: %s (retrying)", camera, reason)
+        """The capture thread logs the change itself; here it only becomes retained state."""
+        if self.retained is not None:
+            self.retained.camera_status(camera, online)
 
     def _housekeeping(self) -> None:
-        """Retention every RETENTION_EVERY_S; stats to MQTT every stats_every_s, to the log every minute."""
-        every = min(LOG_STATS_EVERY_S, self.cfg.mqtt.stats_every_s) if self.live else LOG_STATS_EVERY_S
+        """Retention every RETENTION_EVERY_S; held transitions retried and stats to MQTT every
+        stats_every_s, stats to the log every minute."""
+        every = min(LOG_STATS_EVERY_S, self.cfg.mqtt.stats_every_s) if self.retained else LOG_STATS_EVERY_S
+        every = min(every, 5.0)  # held transitions are retried at least this often
         last_retention = last_log = float("-inf")
         while not self.stop_event.wait(every if last_retention > float("-inf") else 1.0):
             now = time.monotonic()
+            self.journal.retry()
             if now - last_retention >= RETENTION_EVERY_S:
                 last_retention = now
                 try:
-                    report = self.events.apply_retention(self.cfg.retention)
-                    log.info("retention: %s", report)
+                    self.events.apply_retention(self.cfg.retention)  # it logs what it did, if anything
                 except StoreError as exc:
                     log.error("retention failed: %s", exc)
             to_log = now - last_log >= LOG_STATS_EVERY_S
@@ -265,30 +294,28 @@ class Appliance:
         for name, camera in self.cameras.items():
             loop = self.loops[name]
             s = camera.stats
-            infer = loop.times.samples.get("infer")
+            infer = loop.times.get("infer")
+            median = infer.recent_median() if infer is not None else None
             cameras[name] = {
                 "fps": round(s.fps, 2),
                 "gate_skip_ratio": round(loop.gate.stats.skip_ratio, 4),
-                "inference_ms": round(percentile(islice(reversed(infer), 200), 50), 2) if infer else None,
+                "inference_ms": round(median, 2) if median is not None else None,
                 "dropped_frames": s.dropped,
                 "online": s.online,
             }
             if to_log:
-                log.info(
-                    "stats %s: %s fps, %d frames, %d dropped, gate skip %.0f%%, online=%s",
-                    name,
-                    f"{s.fps:.1f}",
-                    loop.frames,
-                    s.dropped,
-                    100 * loop.gate.stats.skip_ratio,
-                    s.online,
-                )
-        if self.live is not None:
+                skip = 100 * loop.gate.stats.skip_ratio
+                log.info("stats %s: %.1f fps, %d frames, %d dropped, gate skip %.0f%%, online=%s",
+                         name, s.fps, loop.frames, s.dropped, skip, s.online)  # fmt: skip
+        if self.retained is not None:
+            held = self.journal.held_count
             try:
                 depth, dropped = self.events.outbox_depth(), self.events.outbox_dropped()
             except StoreError:
-                depth, dropped = -1, 0
-            self.live.stats(cameras, depth, dropped + self.journal.shed)
+                depth, dropped = 0, 0
+            disk_full = bool(held) or bool(getattr(self.events, "disk_full", False))
+            self.retained.stats(cameras, depth + held, dropped + self.journal.shed, outbox_held=held,
+                                disk_full=disk_full)  # fmt: skip
 
 
 class _Wake:

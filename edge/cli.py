@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--label")
     events.add_argument("--limit", type=int, default=50)
     events.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
+
+    alerts = sub.add_parser("alerts", help="list alerts and their delivery (MQTT, push channels)")
+    alerts.add_argument("--config", help="YAML config file")
+    alerts.add_argument("--data", help="data folder (default: the config's data_dir)")
+    alerts.add_argument("--camera")
+    alerts.add_argument("--limit", type=int, default=50)
+    alerts.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
     return parser
 
 
@@ -129,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     appliance = Appliance(cfg, base, rules)
 
     def _stop(signum: int, _frame: object) -> None:
-        log.info("signal %d: stopping", signum)
+        log.info("%s: stopping (open events end, queued messages go out first)", signal.Signals(signum).name)
         appliance.stop_event.set()
 
     signal.signal(signal.SIGTERM, _stop)
@@ -171,12 +178,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 def cmd_events(args: argparse.Namespace) -> int:
     cfg, base = load_config(args.config)
-    data = Path(args.data) if args.data else (base / cfg.data_dir)
+    data = Path(args.data) if args.data else (Path(base) / cfg.data_dir)
     if not (data / "events.db").exists():
         raise ConfigError(f"no event log in {data}")
-    log_ = EventLog(data)
+    log_ = EventLog(data, reserve_bytes=0)  # a reader: leaves the appliance's disk reserve alone
     try:
         rows = log_.events(limit=args.limit, camera=args.camera, label=args.label)
+        backlog = {} if args.json else log_.outbox_backlog()
+        dropped = 0 if args.json else log_.outbox_dropped()
     finally:
         log_.close()
     if args.json:
@@ -189,6 +198,71 @@ def cmd_events(args: argparse.Namespace) -> int:
             f"{_clock(row.get('started_at'))}  {_clock(row.get('ended_at'))}  {row['camera']:12} "
             f"{row['label']:10} {row['score']:5.2f}  {row['id']}"
         )
+
+    def count(n: int, what: str) -> str:
+        return f"{n} {what}{'' if n == 1 else 's'}"
+
+    waiting = []
+    for channel, n in backlog.items():
+        parts = [count(n["alerts"], "alert")] if n["alerts"] else []
+        if n["other"]:
+            parts.append(count(n["other"], "other message" if n["alerts"] else "message"))
+        waiting.append(f"{' and '.join(parts)} waiting for {channel}")
+    line = "; ".join(waiting) if waiting else "empty, everything delivered" if not dropped else "empty"
+    if dropped:
+        line += f"; {count(dropped, 'message')} dropped undelivered (see edge alerts)"
+    print(f"outbox: {line}")
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    """Alerts, newest first, and what became of each on every channel (MQTT, push)."""
+    from datetime import datetime
+
+    cfg, base = load_config(args.config)
+    data = Path(args.data) if args.data else (Path(base) / cfg.data_dir)
+    if not (data / "events.db").exists():
+        raise ConfigError(f"no event log in {data}")
+    log_ = EventLog(data, reserve_bytes=0)  # a reader: leaves the appliance's disk reserve alone
+    try:
+        rows = log_.alert_deliveries(limit=args.limit, camera=args.camera)
+    finally:
+        log_.close()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, default=str))
+        return 0
+
+    def when(at: float, day_of: float) -> str:
+        """Clock time, with the date too when it is not the alert's day."""
+        moment = datetime.fromtimestamp(at)
+        same_day = moment.date() == datetime.fromtimestamp(day_of).date()
+        return moment.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S")
+
+    def delivery(channel: str, state: dict, alert_at: float) -> str:
+        if state["state"] == "delivered":
+            return f"{channel}: delivered {when(state['at'], alert_at)}"
+        if state["state"] == "dropped":
+            return f"{channel}: dropped ({state.get('reason') or 'no reason recorded'})"
+        tries = state["attempts"]
+        if not tries:
+            return f"{channel}: pending (queued)"
+        return f"{channel}: pending ({tries} {'try' if tries == 1 else 'tries'})"
+
+    def cut(text: str, width: int) -> str:
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    width = max([4] + [min(40, len(row["text"])) for row in rows])
+    print(f"{'time':19}  {'camera':12} {'label':10} {'severity':8} {'text':{width}}  delivery")
+    for row in rows:
+        states = row["deliveries"]
+        shown = ", ".join(delivery(ch, st, row["at"]) for ch, st in states.items()) or "no delivery record"
+        print(
+            f"{_clock(row['at'])}  {row['camera']:12} {row['label']:10} {row['severity']:8} "
+            f"{cut(row['text'], width):{width}}  {shown}"
+        )
+    if not rows:
+        print("(no alerts)")
     return 0
 
 
@@ -205,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    commands = {"scan": cmd_scan, "run": cmd_run, "ask": cmd_ask, "events": cmd_events}
+    commands = {"scan": cmd_scan, "run": cmd_run, "ask": cmd_ask, "events": cmd_events, "alerts": cmd_alerts}
     try:
         return commands[args.command](args)
     except (ConfigError, SourceError, ModelError, BackendError, StoreError) as exc:

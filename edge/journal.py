@@ -2,7 +2,11 @@
 
 An alert is committed to the outbox before anything tries to publish it, so a broker outage or a
 crash delays it but never loses it. If the database itself fails (full disk, read-only), the
-transition is held in memory, said loudly, and written when the database works again.
+transition is held in memory, said loudly, and its MQTT message is put on the memory queue, which the
+bus publishes too (MQTT needs no disk). Held transitions are written as soon as the database works
+again (on the next transition, or the housekeeping's retry), already-acknowledged messages marked
+delivered; at a clean stop, any alert that still could not be saved is logged in full, never dropped
+silently.
 """
 
 from __future__ import annotations
@@ -12,11 +16,11 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from edge.bus.payloads import alert_payload, event_payload, topic
-from edge.config.models import EdgeConfig
-from edge.rules import Transition
+from edge.outbox import MemoryQueue, Topics, alert_message, event_message
+from edge.rules import Rule, Transition
 from edge.store import EventLog, StoreError
 from edge.types import Frame
 
@@ -24,64 +28,121 @@ log = logging.getLogger("edge.journal")
 
 HELD_MAX = 10_000
 """Transitions held in memory while the database is failing; alerts are never the ones shed."""
+HELD_FRAMES = 32
+"""Held alerts that keep their frame for a snapshot written later (a frame is megabytes)."""
 SNAPSHOTS_QUEUED = 32
 """Snapshots waiting for the JPEG writer; past this a snapshot is skipped, never an alert."""
 
 
+@dataclass(slots=True)
+class _Held:
+    transition: Transition
+    frame: Frame | None
+    token: int
+    """Its message on the memory queue."""
+
+
 class Journal:
-    def __init__(self, events: EventLog, cfg: EdgeConfig) -> None:
+    def __init__(
+        self, events: EventLog, topics: Topics, rules: list[Rule], memory: MemoryQueue | None = None
+    ) -> None:
         self.log = events
-        self.prefix = cfg.mqtt.prefix
-        self.device = cfg.device.id
-        self.events_topic = topic(self.prefix, self.device, "events")
-        # Rule name -> the push channels that get its alerts (default --watch rules have none).
-        self.push: dict[str, tuple[str, ...]] = {rule.name: tuple(rule.push) for rule in cfg.rules}
-        self.held: deque[tuple[Transition, Frame]] = deque()
+        self.topics = topics
+        self.memory = memory or MemoryQueue()
+        self.push: dict[str, tuple[str, ...]] = {}
+        """Rule name -> the push channels that get its alerts (default --watch rules have none)."""
+        self.rules_changed(rules)
+        self.held: deque[_Held] = deque()
         self.shed = 0
         self.snapshots_skipped = 0
         self.on_snapshot: Callable[[str, Path], None] | None = None
         """Called (snapshot thread) with (camera, JPEG path) once an alert's snapshot is on disk."""
+        self._held_lock = threading.Lock()
         # JPEG encoding takes milliseconds; it runs beside the red loop so it never delays an alert.
         self._snapshots: queue.Queue[tuple[Transition, Frame] | None] = queue.Queue(SNAPSHOTS_QUEUED)
         self._writer = threading.Thread(target=self._write_snapshots, name="snapshots", daemon=True)
         self._writer.start()
 
+    def rules_changed(self, rules: list[Rule]) -> None:
+        self.push = {rule.name: tuple(rule.cfg.push) for rule in rules}
+
     def close(self) -> None:
-        """Write the snapshots still queued, then stop the writer."""
+        """Write what is held if the database lets us, then the snapshots still queued."""
+        self.retry()
         self._snapshots.put(None)
         self._writer.join(timeout=30)
 
+    def report_unsaved(self) -> None:
+        """At the very end (after the bus had its last chance to publish from memory): every alert
+        that never reached the event log is logged in full, with whether MQTT got it."""
+        with self._held_lock:
+            held = list(self.held)
+        alerts = [h for h in held if h.transition.kind == "alert" and h.transition.alert is not None]
+        for h in alerts:
+            alert = h.transition.alert
+            assert alert is not None
+            published = "published to MQTT" if self.memory.acked(h.token) else "NOT published"
+            log.error("ALERT NOT SAVED (event log unavailable), %s: %s %s [%s] %s at %.3f (id %s)", published,
+                      alert.camera, alert.label, alert.severity, alert.text, alert.at, alert.id)  # fmt: skip
+        if held:
+            log.error("stopping with %d transition(s) (%d alerts) the event log could not take", len(held),
+                      len(alerts))  # fmt: skip
+
+    @property
+    def held_count(self) -> int:
+        return len(self.held)
+
     def handle(self, transition: Transition, frame: Frame) -> None:
         if self.held:
-            self._retry_held()
-        if self.held:
-            self._hold(transition, frame)
-            return
+            self.retry()
+            if self.held:
+                self._hold(transition, frame, "the event log is still failing")
+                return
         try:
             self._write(transition, frame)
         except StoreError as exc:
-            log.error("event log write failed, holding %s in memory: %s", transition.kind, exc)
-            self._hold(transition, frame)
+            log.error(
+                "event log write failed, holding %s in memory (MQTT still gets it): %s", transition.kind, exc
+            )
+            self._hold(transition, frame, str(exc))
 
-    def _write(self, tr: Transition, frame: Frame) -> None:
+    def retry(self) -> None:
+        """Write held transitions, oldest first, until one fails (called from any thread)."""
+        with self._held_lock:
+            if not self.held:
+                return
+            written = 0
+            while self.held:
+                h = self.held[0]
+                try:
+                    self._write(h.transition, h.frame, delivered=self.memory.acked(h.token))
+                except StoreError:
+                    break
+                self.memory.remove(h.token)
+                self.held.popleft()
+                written += 1
+            if written and not self.held:
+                log.warning("event log writable again; %d held transition(s) written", written)
+
+    def _write(self, tr: Transition, frame: Frame | None, *, delivered: bool = False) -> None:
         ev = tr.event
         if tr.kind == "alert" and tr.alert is not None:
             alert = tr.alert
-            self.log.alert(
-                alert,
-                alert_payload(alert),
-                topic(self.prefix, self.device, "alerts"),
-                push=self.push.get(alert.rule, ()),
-            )
+            message = alert_message(self.topics, alert)
+            self.log.alert(alert, message.payload, message.topic, push=self.push.get(alert.rule, ()),
+                           delivered=delivered)  # fmt: skip
             log.warning("ALERT %s [%s] %s (event %s)", alert.camera, alert.severity, alert.text, ev.id)
+            if frame is None:
+                return
             try:
                 self._snapshots.put_nowait((tr, frame))
             except queue.Full:
                 self.snapshots_skipped += 1
                 log.error("snapshot writer behind: no snapshot for alert %s", alert.id)
             return
-        message_id = f"{ev.id}:{tr.kind}:{tr.frame}"
-        self.log.event_transition(ev, tr.kind, (self.events_topic, event_payload(ev, tr.kind), message_id))
+        message = event_message(self.topics, ev, tr.kind, tr.frame)
+        self.log.event_transition(ev, tr.kind, (message.topic, message.payload, message.message_id),
+                                  delivered=delivered)  # fmt: skip
 
     def _write_snapshots(self) -> None:
         while (item := self._snapshots.get()) is not None:
@@ -96,23 +157,25 @@ class Journal:
             if self.on_snapshot is not None:
                 self.on_snapshot(alert.camera, self.log.snapshot_dir / ev.snapshot)
 
-    def _hold(self, tr: Transition, frame: Frame) -> None:
-        if len(self.held) >= HELD_MAX:
-            # Shed the oldest non-alert transition; alerts stay whatever it costs in memory.
-            for i, (old, _) in enumerate(self.held):
-                if old.kind != "alert":
-                    del self.held[i]
-                    self.shed += 1
-                    log.error("event log unavailable: shed an event %s to keep alerts", old.kind)
-                    break
-        self.held.append((tr, frame))
-
-    def _retry_held(self) -> None:
-        while self.held:
-            tr, frame = self.held[0]
-            try:
-                self._write(tr, frame)
-            except StoreError:
-                return
-            self.held.popleft()
-        log.warning("event log writable again; held transitions written")
+    def _hold(self, tr: Transition, frame: Frame, why: str) -> None:
+        is_alert = tr.kind == "alert" and tr.alert is not None
+        if is_alert:
+            assert tr.alert is not None
+            message = alert_message(self.topics, tr.alert)
+        else:
+            message = event_message(self.topics, tr.event, tr.kind, tr.frame)
+        with self._held_lock:
+            if len(self.held) >= HELD_MAX:
+                # Shed the oldest non-alert transition; alerts stay whatever it costs in memory.
+                for i, old in enumerate(self.held):
+                    if old.transition.kind != "alert":
+                        del self.held[i]
+                        self.memory.remove(old.token)
+                        self.shed += 1
+                        log.error(
+                            "event log unavailable: shed an event %s to keep alerts", old.transition.kind
+                        )
+                        break
+            with_frames = sum(1 for h in self.held if h.frame is not None)
+            keep = frame if is_alert and with_frames < HELD_FRAMES else None
+            self.held.append(_Held(tr, keep, self.memory.put(message)))

@@ -1,69 +1,53 @@
 """The red loop for one camera: gate -> reflex engine -> tracker -> rules -> event log.
 
 `RedLoop.process` is called once per captured frame, from that camera's thread. Everything it needs
-is per camera except the object detector, which is shared behind a lock (one inference session
-serves every camera: two sessions on two cores would only fight for them).
+is per camera except the object detector, which is shared (one inference session serves every
+camera: two sessions on two cores would only fight for them; it serialises itself).
+
+Runtime changes (a switch, a rule added or removed, a fresh look asked for) come from the control
+surface on other threads. They take the loop's lock, which `process` holds per frame, so a change
+lands between two frames and its effects (an event ended because its rule went away) are emitted
+through the same sinks, in order, before the next frame.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections import defaultdict, deque
-from collections.abc import Callable, Iterable
-from contextlib import nullcontext
+from collections import Counter
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 
 from edge.config.models import EdgeConfig
 from edge.gate import SilenceGate
+from edge.live import CameraView, KeyframeRing, LiveView, TrackView
+from edge.metrics import Histogram, StageTimes
+from edge.reflex.engine import DetectResult
 from edge.reflex.fire import FireDetector
 from edge.rules import AREA_LABELS, EventMachine, Rule, Tracker, Transition
 from edge.types import Detection, Frame
 
+log = logging.getLogger("edge.redloop")
+
 COUNT_HOLD_S = 1.0
 """Seconds a track may go unseen and still be counted in the retained per-label counts."""
-SAMPLES_KEPT = 200_000
-"""Timing samples kept per stage: a day of one camera's woken frames, a few MB."""
 
 
 class Detector(Protocol):
-    last_timing: dict[str, float]
-
-    def detect(self, image: np.ndarray, labels: set[str] | None = None) -> list[Detection]: ...
+    def detect(self, image: np.ndarray, labels: set[str] | None = None) -> DetectResult: ...
 
 
 class Sink(Protocol):
-    """Where transitions go: the event log, stdout (edge scan), the bus's live state."""
+    """Where transitions go: the event log, stdout (edge scan), the bus's retained state."""
 
     def handle(self, transition: Transition, frame: Frame) -> None: ...
 
 
 CountsHook = Callable[[str, dict[str, int]], None]
 """(camera, {label: objects in view}) after a woken frame changed a count."""
-
-
-def percentile(values: Iterable[float], q: float) -> float:
-    data = list(values)
-    return float(np.percentile(data, q)) if data else 0.0
-
-
-class StageTimes:
-    """Per-stage milliseconds, bounded, summarised as median and p99."""
-
-    def __init__(self) -> None:
-        self.samples: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=SAMPLES_KEPT))
-
-    def add(self, stage: str, ms: float) -> None:
-        self.samples[stage].append(ms)
-
-    def summary(self) -> dict[str, dict[str, float]]:
-        return {
-            stage: {"p50": round(percentile(v, 50), 3), "p99": round(percentile(v, 99), 3)}
-            for stage, v in self.samples.items()
-            if v
-        }
 
 
 class RedLoop:
@@ -74,42 +58,115 @@ class RedLoop:
         rules: list[Rule],
         detector: Detector | None,
         sinks: list[Sink],
-        engine_lock: threading.Lock | None = None,
+        *,
+        live: LiveView | None = None,
     ) -> None:
         self.camera = camera
         self.cfg = cfg
         self.gate = SilenceGate(cfg.gate)
         self.tracker = Tracker(cfg.events.end_after_s)
         self.events = EventMachine(camera, rules, cfg.events)
-        wanted = self.events.labels
-        self.object_labels = wanted - AREA_LABELS
-        if self.object_labels and detector is None:
-            raise ValueError(f"rules on {camera} need the object detector for {sorted(self.object_labels)}")
-        self.detector = detector if self.object_labels else None
-        self.fire = FireDetector(cfg.fire) if cfg.fire.enabled and wanted & AREA_LABELS else None
+        self.detector = detector
+        self.fire: FireDetector | None = None
+        self.object_labels: set[str] = set()
         self.sinks = sinks
-        self.engine_lock = engine_lock
+        self.live = live
+        self.keyframes: KeyframeRing | None = live.add_camera(camera) if live is not None else None
         self.detect_enabled = True
         self.alerts_enabled = True
         """The `alerts` switch: off, events are still logged and published but raise no alert."""
         self.on_counts: CountsHook | None = None
-        self.counts: dict[str, int] = dict.fromkeys(sorted(wanted), 0)
+        self.counts: dict[str, int] = {}
         self.times = StageTimes()
-        self.alert_latency_ms: deque[float] = deque(maxlen=SAMPLES_KEPT)
+        self.alert_latency = Histogram()
         self.frames = 0
         self.inferred = 0
         self.last_frame: Frame | None = None
+        self.last_look = 0.0
+        """time.monotonic() of the last frame any detector ran on (0: none yet)."""
+        self._lock = threading.RLock()
+        self._look_requests: list[threading.Event] = []
+        self._detections: tuple[Detection, ...] = ()
+        self._objects_at = 0.0
+        self._rules_changed()
+
+    # -- runtime changes (control surface, any thread) ---------------------------------------------
+
+    def set_rules(self, rules: list[Rule], detector: Detector | None = None) -> None:
+        """Replace the camera's rules between two frames; events of a removed rule end now."""
+        with self._lock:
+            if detector is not None:
+                self.detector = detector
+            frame = self.last_frame
+            index, pts = (frame.index, frame.pts) if frame is not None else (0, 0.0)
+            ended = self.events.set_rules(rules, index, pts)
+            self._rules_changed()
+            if frame is not None:
+                self._emit(ended, frame)
+
+    def _rules_changed(self) -> None:
+        """Work out which detectors the camera's rules need, and which labels it counts."""
+        wanted = self.events.labels
+        self.object_labels = wanted - AREA_LABELS
+        if self.object_labels and self.detector is None:
+            raise ValueError(
+                f"rules on {self.camera} need the object detector for {sorted(self.object_labels)}"
+            )
+        if self.cfg.fire.enabled and wanted & AREA_LABELS:
+            self.fire = self.fire or FireDetector(self.cfg.fire)
+        else:
+            self.fire = None
+        self.counts = {label: self.counts.get(label, 0) for label in sorted(wanted)}
+
+    def set_detect(self, on: bool) -> None:
+        """The `detect` switch. Off ends the camera's open events now (nobody is looking any more);
+        on starts from a clean gate and fire history (the scene may have changed meanwhile)."""
+        with self._lock:
+            if on == self.detect_enabled:
+                return
+            self.detect_enabled = on
+            frame = self.last_frame
+            if not on and frame is not None:
+                self._emit(self.events.finish(frame.index, frame.pts), frame)
+            self.tracker = Tracker(self.cfg.events.end_after_s)
+            self.gate = SilenceGate(self.cfg.gate)
+            if self.fire is not None:
+                self.fire = FireDetector(self.cfg.fire)
+
+    def set_still(self, still: bool) -> None:
+        """A still source (an image, a folder of pictures): one sighting is enough for an event,
+        since every frame is a separate picture and there is no second look at the same moment."""
+        with self._lock:
+            self.events.min_hits = 1 if still else self.cfg.events.min_hits
+
+    def request_look(self) -> threading.Event:
+        """Wake the detectors on the next frame; the event is set once that frame was looked at."""
+        done = threading.Event()
+        with self._lock:
+            self._look_requests.append(done)
+        return done
+
+    # -- the frame path (camera thread) ----------------------------------------------------------
 
     def process(self, frame: Frame, *, requested: bool = False) -> list[Transition]:
+        with self._lock:
+            return self._process(frame, requested)
+
+    def _process(self, frame: Frame, requested: bool) -> list[Transition]:
         self.frames += 1
         self.last_frame = frame
         if frame.decode_ms:
             self.times.add("decode", frame.decode_ms)
+        if self.keyframes is not None:
+            self.keyframes.offer(frame.image, frame.pts, frame.index)
         if not self.detect_enabled:
             return []
+        asked, self._look_requests = self._look_requests, []
         t0 = time.perf_counter()
         busy = self.events.active or self.tracker.active
-        decision = self.gate.check(frame.image, frame.pts, event_active=busy, requested=requested)
+        decision = self.gate.check(
+            frame.image, frame.pts, event_active=busy, requested=requested or bool(asked)
+        )
         t1 = time.perf_counter()
         self.times.add("gate", (t1 - t0) * 1000)
         objects = decision.wake
@@ -119,64 +176,95 @@ class RedLoop:
             return []
         # A frame the gate skipped still goes to a fire detector that is watching a flicker build up.
         self.inferred += 1
-        detections = self._detect(frame, objects=objects)
+        self.last_look = time.monotonic()
+        detections = self._detect(frame, objects=objects, asked=bool(asked))
         t2 = time.perf_counter()
         height, width = frame.image.shape[:2]
         seen = self.tracker.update(detections, frame.pts)
         transitions = self.events.step(seen, frame.index, frame.pts, width, height)
-        self._count(frame.pts, objects)
+        self._count(frame, objects)
         self.times.add("rules", (time.perf_counter() - t2) * 1000)
         self._emit(transitions, frame)
         self._done(frame)
+        for done in asked:
+            done.set()
         return transitions
 
-    def _count(self, pts: float, objects: bool) -> None:
-        """Objects of each watched label in view now (fire: 1 while burning), for retained counts.
+    def _detect(self, frame: Frame, *, objects: bool, asked: bool) -> list[Detection]:
+        """Objects of every label (the live view shows them all), and fire; returns what the tracker
+        follows: watched object labels and fire. A camera whose rules watch no objects runs the
+        object detector only when someone asks for a look."""
+        detections: list[Detection] = []
+        if objects and self.detector is not None and (self.object_labels or asked):
+            result = self.detector.detect(frame.image, None)
+            self.times.add("preprocess", result.preprocess_ms)
+            self.times.add("infer", result.infer_ms)
+            self.times.add("post", result.post_ms)
+            self._detections = tuple(result.detections)
+            self._objects_at = time.time()
+            detections.extend(d for d in result.detections if d.label in self.object_labels)
+        if self.fire is not None:
+            t = time.perf_counter()
+            detections.extend(self.fire.detect(frame.image, frame.pts, damaged=frame.damaged))
+            self.times.add("fire", (time.perf_counter() - t) * 1000)
+        return detections
 
-        A track missed for up to COUNT_HOLD_S still counts, so one missed detection does not flap the
-        count; a fire-only look says nothing about people, so their counts wait for an object look.
-        """
-        if self.on_counts is None:  # nobody publishes counts (edge scan): no work on the frame path
-            return
+    def _count(self, frame: Frame, objects: bool) -> None:
+        """Objects of each label in view now (fire: 1 while burning), for retained counts and the
+        live view. A track missed for up to COUNT_HOLD_S still counts, so one missed detection does not
+        flap the count; a fire-only look says nothing about people, so their counts wait for an object
+        look. Labels no rule tracks are counted from the last object look as it was."""
+        pts = frame.pts
+        tracked: Counter[str] = Counter(
+            t.label for t in self.tracker.tracks.values() if pts - t.last_pts <= COUNT_HOLD_S
+        )
         counts = dict(self.counts)
         for label in counts:
             if objects or label in AREA_LABELS:
-                counts[label] = sum(
-                    1
-                    for t in self.tracker.tracks.values()
-                    if t.label == label and pts - t.last_pts <= COUNT_HOLD_S
-                )
+                counts[label] = tracked[label]
         if counts != self.counts:
             self.counts = counts
-            self.on_counts(self.camera, dict(counts))
+            if self.on_counts is not None:
+                self.on_counts(self.camera, dict(counts))
+        if self.live is None:
+            return
+        everything = Counter(d.label for d in self._detections if d.label not in counts)
+        everything.update(counts)
+        height, width = frame.image.shape[:2]
+        self.live.publish(
+            CameraView(
+                camera=self.camera,
+                at=time.time(),
+                frame=frame.index,
+                pts=pts,
+                width=width,
+                height=height,
+                detections=self._detections,
+                objects_at=self._objects_at,
+                tracks=tuple(
+                    TrackView(t.id, t.label, t.box, t.score, t.first_pts, t.last_pts)
+                    for t in self.tracker.tracks.values()
+                ),
+                counts=dict(everything),
+            )
+        )
 
     def _done(self, frame: Frame) -> None:
         """Frame age when the red loop is done with it: grows if the loop falls behind its camera."""
         self.times.add("lag", (time.monotonic() - frame.arrived) * 1000)
 
-    def finish(self) -> list[Transition]:
+    def finish(self, reason: str = "") -> list[Transition]:
         """End open events at the last frame seen (end of a file, shutdown)."""
-        if self.last_frame is None:
-            return []
-        frame = self.last_frame
-        transitions = self.events.finish(frame.index, frame.pts)
-        self._emit(transitions, frame)
-        return transitions
-
-    def _detect(self, frame: Frame, *, objects: bool) -> list[Detection]:
-        detections: list[Detection] = []
-        if objects and self.detector is not None:
-            with self.engine_lock or nullcontext():
-                detections.extend(self.detector.detect(frame.image, self.object_labels))
-                timing = dict(self.detector.last_timing)
-            for stage in ("preprocess_ms", "infer_ms", "post_ms"):
-                if stage in timing:
-                    self.times.add(stage.removesuffix("_ms"), timing[stage])
-        if self.fire is not None:
-            t = time.perf_counter()
-            detections.extend(self.fire.detect(frame.image, frame.pts))
-            self.times.add("fire", (time.perf_counter() - t) * 1000)
-        return detections
+        with self._lock:
+            if self.last_frame is None:
+                return []
+            frame = self.last_frame
+            transitions = self.events.finish(frame.index, frame.pts)
+            if transitions and reason:
+                log.info("camera %s: %s; ended %d open event(s)", self.camera, reason,
+                         sum(1 for t in transitions if t.kind == "end"))  # fmt: skip
+            self._emit(transitions, frame)
+            return transitions
 
     def _emit(self, transitions: list[Transition], frame: Frame) -> None:
         for tr in transitions:
@@ -187,15 +275,15 @@ class RedLoop:
                 sink.handle(tr, frame)
             self.times.add("store", (time.perf_counter() - t) * 1000)
             if tr.kind == "alert":
-                self.alert_latency_ms.append((time.monotonic() - frame.arrived) * 1000)
+                self.alert_latency.add((time.monotonic() - frame.arrived) * 1000)
 
     def summary(self, wall_s: float) -> dict[str, object]:
-        lat = list(self.alert_latency_ms)
+        lat = self.alert_latency
         return {
             "frames": self.frames,
             "frames_inferred": self.inferred,
             "gate_skip_ratio": round(1 - self.inferred / self.frames, 4) if self.frames else 0.0,
             "fps": round(self.frames / wall_s, 2) if wall_s > 0 else 0.0,
             "stage_ms": self.times.summary(),
-            "alert_latency_ms": {"p50": round(percentile(lat, 50), 3), "p99": round(percentile(lat, 99), 3)},
+            "alert_latency_ms": {"p50": round(lat.percentile(50), 3), "p99": round(lat.percentile(99), 3)},
         }

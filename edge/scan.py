@@ -1,7 +1,10 @@
 """`edge scan`: the red loop over one file or stream, as JSON Lines on stdout (DESIGN.md contract).
 
 Every frame of a file is processed (nothing is dropped) unless `--realtime` asks for camera-like
-pacing, where a slow engine drops stale frames exactly as it would on a live camera. Events and
+pacing, where a slow engine drops stale frames exactly as it would on a live camera. The frames go
+through the same capture thread and loop body (`edge.pipeline.feed`) as a camera of `edge run`. An
+image or a folder of images needs one sighting per event (each frame is its own picture), and each
+line of a folder scan names the file it came from. Events and
 alerts are committed to an event log (a temporary one unless `--data` is given), so the reported
 alert latency includes the durable write a real alert pays for.
 """
@@ -17,9 +20,11 @@ import time
 from pathlib import Path
 from typing import IO
 
-from edge.capture import Camera, FrameSource, open_source
+from edge.capture import Camera, open_source
 from edge.config import CameraConfig, EdgeConfig
 from edge.journal import Journal
+from edge.outbox import Topics
+from edge.pipeline import feed
 from edge.redloop import RedLoop
 from edge.rules import Rule, Transition
 from edge.store import EventLog
@@ -55,6 +60,8 @@ class JsonLines:
                 "box": [round(v, 1) for v in ev.box] if ev.box is not None else None,
                 "camera": ev.camera,
             }
+        if frame.origin is not None:  # a folder of pictures: which one this line is about
+            line["file"] = frame.origin
         self.write(line)
 
     def write(self, line: dict[str, object]) -> None:
@@ -81,53 +88,28 @@ def scan(
 ) -> dict[str, object]:
     """Run the red loop over `source`; return the summary (also printed as the last line)."""
     name = camera or camera_name(source)
-    frames_source = open_source(source)  # raises SourceError with a one-line message
+    open_source(source).close()  # a bad source fails here, with its one-line SourceError
     detector = load_detector(cfg, base_dir, rules)
     printer = JsonLines(out)
     with tempfile.TemporaryDirectory(prefix="edge-scan-") as tmp:
-        events = EventLog(data_dir or Path(tmp))
+        events = EventLog(data_dir or Path(tmp), reserve_bytes=0)  # a scan keeps no disk reserve
         try:
             events.ensure_camera(name, source)
             for rule in rules:
                 events.ensure_rule(rule.cfg)
-            journal = Journal(events, cfg)
-            loop = RedLoop(name, cfg, rules, detector, [journal, printer], threading.Lock())
+            journal = Journal(events, Topics(cfg.mqtt.prefix, cfg.device.id), rules)
+            loop = RedLoop(name, cfg, rules, detector, [journal, printer])
+            # The same loop body as `edge run`; lossless unless --realtime asks for camera pacing.
+            frames = Camera(name, CameraConfig(source=source, realtime=realtime))
             started = time.perf_counter()
-            if realtime:
-                frames_source.close()
-                _run_paced(loop, source)
-            else:
-                _run_all(loop, frames_source)
-            loop.finish()
+            frames.start()
+            try:
+                feed(frames, loop, threading.Event())
+            finally:
+                frames.stop()
             summary = {"type": "summary", **loop.summary(time.perf_counter() - started)}
             journal.close()
         finally:
             events.close()
     printer.write(summary)
     return summary
-
-
-def _run_all(loop: RedLoop, frames_source: FrameSource) -> None:
-    try:
-        while True:
-            arrived = time.monotonic()  # before the decode, as for a camera: latency counts decoding
-            item = frames_source.read()
-            decode_ms = (time.monotonic() - arrived) * 1000
-            if item is None:
-                return
-            index, pts, image = item
-            loop.process(Frame(loop.camera, index, pts, image, arrived, decode_ms))
-    finally:
-        frames_source.close()
-
-
-def _run_paced(loop: RedLoop, source: str) -> None:
-    camera = Camera(loop.camera, CameraConfig(source=source, realtime=True))
-    camera.start()
-    try:
-        while not camera.finished:
-            frame = camera.get(timeout=0.5)
-            if frame is not None:
-                loop.process(frame)
-    finally:
-        camera.stop()

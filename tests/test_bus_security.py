@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from edge.bus.mqtt import Bus, BusConfigError, parse_endpoint
-from edge.bus.payloads import alert_payload
 from edge.config.models import MqttConfig
+from edge.outbox import Topics, alert_payload
 from edge.store import EventLog
 from edge.types import AlertRecord, EventRecord
 from tests.support import Mosquitto, OldBroker, Subscriber, wait_until
@@ -80,7 +80,7 @@ def test_tls_with_a_private_ca_and_a_password_delivers(secure_broker: Mosquitto,
     sub = tls_subscriber(secure_broker, certs)
     cfg = MqttConfig(url=f"mqtts://localhost:{secure_broker.port}", username="lobby",
                      password="s3cret pass", ca_file=str(certs / "ca.pem"))  # fmt: skip
-    bus = Bus(cfg, DEV, outbox)
+    bus = Bus(cfg, Topics("reflex", DEV), outbox)
     bus.start()
     try:
         assert wait_until(lambda: outbox.outbox_depth() == 0, 15), bus.last_error
@@ -97,7 +97,7 @@ def test_password_in_the_url_and_from_a_file(tmp_path: Path, secure_broker: Mosq
     (tmp_path / "pw").write_text("s3cret pass\n")
     cfg = MqttConfig(url=f"mqtts://lobby@127.0.0.1:{secure_broker.port}", password_file=str(tmp_path / "pw"),
                      ca_file=str(certs / "ca.pem"))  # fmt: skip
-    bus = Bus(cfg, DEV, outbox)
+    bus = Bus(cfg, Topics("reflex", DEV), outbox)
     bus.start()
     try:
         assert wait_until(lambda: outbox.outbox_depth() == 0, 15), bus.last_error
@@ -113,7 +113,7 @@ def test_wrong_password_or_untrusted_broker_keeps_alerts_and_says_why(
     untrusted = MqttConfig(url=f"mqtts://localhost:{secure_broker.port}", username="lobby",
                            password="s3cret pass", reconnect_min_s=0.2, reconnect_max_s=0.5)  # fmt: skip
     for cfg, says in ((wrong, "refused"), (untrusted, "certificate verify failed")):
-        bus = Bus(cfg, DEV, outbox)
+        bus = Bus(cfg, Topics("reflex", DEV), outbox)
         with caplog.at_level(logging.WARNING, logger="edge.bus"):
             bus.start()
             try:
@@ -130,7 +130,9 @@ def test_wrong_password_or_untrusted_broker_keeps_alerts_and_says_why(
 def test_falls_back_to_mqtt_311_for_an_old_broker(mosquitto: Mosquitto, outbox: EventLog) -> None:
     old = OldBroker(mosquitto.port)
     sub = Subscriber(mosquitto.port, [f"reflex/{DEV}/alerts"])
-    bus = Bus(MqttConfig(url=f"mqtt://127.0.0.1:{old.port}", reconnect_min_s=0.1), DEV, outbox)
+    bus = Bus(
+        MqttConfig(url=f"mqtt://127.0.0.1:{old.port}", reconnect_min_s=0.1), Topics("reflex", DEV), outbox
+    )
     bus.start()
     try:
         assert wait_until(lambda: outbox.outbox_depth() == 0, 15), bus.last_error

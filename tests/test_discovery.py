@@ -15,7 +15,7 @@ from edge.bus.discovery import (
     discovery_filter,
     discovery_messages,
 )
-from edge.bus.payloads import alert_payload, event_payload, topic
+from edge.outbox import Topics, alert_payload, event_payload
 from edge.types import AlertRecord, EventRecord
 
 DEV = "lobby-1"
@@ -102,7 +102,7 @@ def test_entities_follow_the_topic_layout():
 
     t, fire = ents["reflex_lobby-1_front_fire_active"]
     assert t == "homeassistant/binary_sensor/reflex_lobby-1/front_fire_active/config"
-    assert fire["state_topic"] == topic("reflex", DEV, "front", "active", "fire")
+    assert fire["state_topic"] == Topics("reflex", DEV).active("front", "fire")
     assert (fire["payload_on"], fire["payload_off"], fire["device_class"]) == ("ON", "OFF", "safety")
     assert ents["reflex_lobby-1_front_person_active"][1]["device_class"] == "occupancy"
     assert ents["reflex_lobby-1_yard_loiter_active"][1]["device_class"] == "occupancy"  # via rule_labels
@@ -182,7 +182,7 @@ SCHEMAS = ("event", "alert", "answer", "ask", "stats", "blue_request", "blue_res
 
 
 def schema(name: str) -> dict:
-    return json.loads(files("edge.bus").joinpath("schemas", f"{name}.json").read_text())
+    return json.loads(files("edge.outbox").joinpath("schemas", f"{name}.json").read_text())
 
 
 def validator(name: str) -> jsonschema.Draft202012Validator:

@@ -25,6 +25,8 @@ from edge.bus.push import NtfyChannel, PushWorker, make_channel, start_push_work
 from edge.config import ConfigError, parse_config
 from edge.config.models import EdgeConfig
 from edge.journal import Journal
+from edge.outbox import Topics
+from edge.rules import Rule
 from edge.rules.events import Transition
 from edge.store import EventLog
 from edge.store.models import push_channel
@@ -405,7 +407,7 @@ def test_journal_queues_rule_alerts_for_their_channels_and_ntfy_gets_the_snapsho
         "  - name: day\n    label: person\n"
     )
     cfg = parse_config(text, "c.yaml")
-    journal = Journal(events, cfg)
+    journal = Journal(events, Topics(cfg.mqtt.prefix, cfg.device.id), [Rule(r) for r in cfg.rules])
     image = np.full((120, 160, 3), 120, np.uint8)
     ev = add_event(events)
     frame = Frame(camera="lobby", index=2, pts=0.2, image=image, arrived=time.monotonic())

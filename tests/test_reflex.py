@@ -241,15 +241,16 @@ def test_decode_nms_and_mapping(manifest: ModelManifest) -> None:
     put(8, 40, 40, (0.0, 0.0, 0.0, 0.0), 0.29, 0)  # below the 0.3 threshold
     det = _fake_detector(manifest, out)
     frame = np.zeros((832, 832, 3), np.uint8)  # ratio 0.5: frame pixels are letterbox pixels * 2
-    found = det.detect(frame)
+    result = det.detect(frame)
+    found = result.detections
     assert [(d.label, round(d.score, 3)) for d in found] == [("person", 0.9), ("dog", 0.7), ("car", 0.6)]
     assert found[0].box == pytest.approx((288, 288, 416, 416))
     assert found[1].box == pytest.approx((288, 288, 416, 416))
     assert found[2].box == pytest.approx((0, 0, 32, 32))
     assert all(d.detector == "objects" for d in found)
-    assert set(det.last_timing) == {"preprocess_ms", "infer_ms", "post_ms"}
-    assert [d.label for d in det.detect(frame, {"dog", "car", "fire"})] == ["dog", "car"]
-    assert det.detect(frame, {"fire"}) == []
+    assert min(result.preprocess_ms, result.infer_ms, result.post_ms) >= 0.0
+    assert [d.label for d in det.detect(frame, {"dog", "car", "fire"}).detections] == ["dog", "car"]
+    assert det.detect(frame, {"fire"}).detections == []
 
 
 def test_decode_logits(manifest: ModelManifest) -> None:
@@ -258,7 +259,7 @@ def test_decode_logits(manifest: ModelManifest) -> None:
     out[0, _row(32, 6, 6), 4:6] = (3.0, 3.0)  # sigmoid(3)^2 = 0.907
     decoder = manifest.decoder.model_copy(update={"scores": "logits"})
     det = _fake_detector(manifest.model_copy(update={"decoder": decoder}), out)
-    found = det.detect(np.zeros((416, 416, 3), np.uint8))
+    found = det.detect(np.zeros((416, 416, 3), np.uint8)).detections
     assert [(d.label, round(d.score, 3)) for d in found] == [("person", 0.907)]
     assert found[0].box == pytest.approx((176, 176, 208, 208))
 
@@ -283,7 +284,7 @@ VERIFIED = [
 @needs_shared
 @pytest.mark.parametrize(("image", "expected"), VERIFIED, ids=[v[0] for v in VERIFIED])
 def test_verified_results(detector: ObjectDetector, image: str, expected: list) -> None:
-    found = detector.detect(cv2.imread(str(DATA / image)))
+    found = detector.detect(cv2.imread(str(DATA / image))).detections
     assert len(found) == len(expected), [(d.label, d.score, d.box) for d in found]
     for d, (label, score, box) in zip(found, expected, strict=True):
         assert d.label == label
@@ -294,7 +295,7 @@ def test_verified_results(detector: ObjectDetector, image: str, expected: list) 
 @needs_shared
 def test_street_market_nine_people(detector: ObjectDetector) -> None:
     frame = cv2.imread(str(DATA / "non_fire_lookalike" / "street_market_hong_kong.jpg"))
-    found = detector.detect(frame)
+    found = detector.detect(frame).detections
     assert [d.label for d in found] == ["person"] * 9
     assert found[0].score == pytest.approx(0.710, abs=0.01)
     assert found[0].box == pytest.approx((1013, 484, 1173, 767), abs=3)
@@ -306,11 +307,11 @@ def test_street_market_nine_people(detector: ObjectDetector) -> None:
 @needs_shared
 def test_labels_filter(detector: ObjectDetector) -> None:
     frame = cv2.imread(str(DATA / "images" / "coffee.png"))
-    every = detector.detect(frame)
-    assert [d.label for d in detector.detect(frame, {"cup"})] == ["cup"]
-    assert detector.detect(frame, {"cup"})[0] == next(d for d in every if d.label == "cup")
-    assert detector.detect(frame, {"person", "fire"}) == []
-    assert detector.detect(frame, set()) == []
+    every = detector.detect(frame).detections
+    assert [d.label for d in detector.detect(frame, {"cup"}).detections] == ["cup"]
+    assert detector.detect(frame, {"cup"}).detections[0] == next(d for d in every if d.label == "cup")
+    assert detector.detect(frame, {"person", "fire"}).detections == []
+    assert detector.detect(frame, set()).detections == []
     assert "person" in detector.labels and "fire" not in detector.labels
 
 
@@ -351,10 +352,12 @@ def test_detect_speed_720p(detector: ObjectDetector) -> None:
         detector.detect(frame)
     totals, stages = [], []
     for _ in range(30):
-        detector.detect(frame)
-        stages.append(detector.last_timing)
-        totals.append(sum(detector.last_timing.values()))
-    parts = {k: statistics.median(s[k] for s in stages) for k in ("preprocess_ms", "infer_ms", "post_ms")}
+        result = detector.detect(frame)
+        stages.append(result)
+        totals.append(result.preprocess_ms + result.infer_ms + result.post_ms)
+    parts = {
+        k: statistics.median(getattr(s, k) for s in stages) for k in ("preprocess_ms", "infer_ms", "post_ms")
+    }
     print(
         f"\ndetect() 1280x720 median {statistics.median(totals):.2f} ms "
         + " ".join(f"{k} {v:.2f}" for k, v in parts.items())

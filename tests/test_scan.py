@@ -229,3 +229,21 @@ def test_edge_run_survives_a_camera_that_dies_and_comes_back(
         rc = proc.wait(timeout=30)
     assert rc == 0, log.read_text()
     assert (tmp_path / "data" / "events.db").is_file()
+
+
+def test_a_single_image_is_one_sighting_and_a_folder_names_its_files(tmp_path: Path) -> None:
+    """A picture has no second frame to confirm it: one sighting makes the event (video needs two)."""
+    image = DATA / "non_fire_lookalike" / "street_market_hong_kong.jpg"
+    code, lines, err = edge("scan", str(image), "--watch", "person", "--model", str(MODEL))
+    assert code == 0, err
+    assert starts(lines, "person"), lines
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    for name in ("b-market.jpg", "a-coffee.png"):
+        source = image if "market" in name else DATA / "images" / "coffee.png"
+        (folder / name).write_bytes(source.read_bytes())
+    code, lines, err = edge("scan", str(folder), "--watch", "person,cup", "--model", str(MODEL))
+    assert code == 0, err
+    found = {(line["label"], line["file"]) for line in lines if line["type"] == "start"}
+    assert ("person", "b-market.jpg") in found and ("cup", "a-coffee.png") in found, lines
+    assert all("file" in line for line in lines if line["type"] != "summary")

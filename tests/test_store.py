@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -16,7 +18,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -26,7 +28,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
 from edge.config.models import RetentionConfig, RuleConfig
-from edge.store import EventLog, OutboxMessage, RetentionReport, StoreError, migrations
+from edge.outbox import alert_payload
+from edge.store import DataLock, EventLog, OutboxMessage, RetentionReport, StoreError, migrations
+from edge.store.ballast import RESERVE_BYTES, allocated
 from edge.store.eventlog import MIB
 from edge.types import AlertRecord, EventRecord
 
@@ -88,7 +92,7 @@ def one_line(exc: StoreError) -> str:
 
 @pytest.fixture
 def log(tmp_path: Path):
-    store = EventLog(tmp_path / "data")
+    store = EventLog(tmp_path / "data", reserve_bytes=MIB)  # small: pytest keeps its tmp folders
     store.ensure_camera("lobby", "rtsp://cam/lobby")
     store.ensure_camera("yard", "usb:0")
     yield store
@@ -168,6 +172,9 @@ def test_v1_outbox_gains_channels_and_keeps_its_undelivered_rows(tmp_path: Path)
     with sqlite3.connect(data / "events.db") as db:  # rewind to the v1 shape
         db.execute("DROP INDEX ix_outbox_pending")
         db.execute("ALTER TABLE outbox DROP COLUMN channel")
+        db.execute("ALTER TABLE outbox DROP COLUMN priority")
+        db.execute("ALTER TABLE rules DROP COLUMN origin")
+        db.execute("ALTER TABLE rules DROP COLUMN removed_at")
         db.execute("DROP TABLE instructions")
         db.execute(
             "INSERT INTO outbox (kind, topic, payload, message_id, created_at, attempts) "
@@ -179,6 +186,7 @@ def test_v1_outbox_gains_channels_and_keeps_its_undelivered_rows(tmp_path: Path)
         pending = log.outbox_pending()
         assert [(m.message_id, m.channel) for m in pending] == [("a-old", "mqtt")]
         assert log.outbox_pending(channel="push:phone") == []
+        assert [m.message_id for m in log.outbox_pending(priority=0)] == ["a-old"]  # v3: alerts drain first
     finally:
         log.close()
 
@@ -671,3 +679,248 @@ def test_alert_commit_latency(log: EventLog) -> None:
     median = statistics.median(times)
     print(f"\nalert() commit latency: median {median:.3f} ms, p99 {times[int(len(times) * 0.99)]:.3f} ms")
     assert median < 50
+
+
+# -- one appliance per data folder ------------------------------------------------------------------
+
+HOLDER = """
+import subprocess, sys, time
+from edge.store import DataLock
+DataLock(sys.argv[1]).acquire()
+child = subprocess.Popen(["sleep", "60"])  # a helper process must not inherit the lock
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_data_lock_one_appliance_per_folder_across_processes(tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(data)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    child = int(holder.stdout.readline())
+    try:
+        with pytest.raises(StoreError) as err:
+            DataLock(data).acquire()
+        assert one_line(err.value) == (
+            f"data folder {data} is in use by another appliance (pid {holder.pid}); "
+            "stop it or use another --data"
+        )
+        holder.kill()  # a crash: nothing cleans up, and nothing needs to
+        holder.wait(timeout=10)
+        assert (data / ".lock").read_text().strip() == str(holder.pid)  # the dead holder's pid is left
+        lock = DataLock(data)
+        lock.acquire()  # although the holder's child process is still running
+        assert (data / ".lock").read_text() == f"{os.getpid()}\n"
+        lock.release()
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        os.kill(child, signal.SIGKILL)
+
+
+def test_data_lock_within_one_process_and_release(tmp_path: Path) -> None:
+    data = tmp_path / "new" / "var"  # created on acquire
+    with DataLock(data) as first:
+        assert first.locked and first.holder() == os.getpid()
+        first.acquire()  # again: a no-op
+        with pytest.raises(StoreError, match=rf"in use by another appliance \(pid {os.getpid()}\)"):
+            DataLock(data).acquire()
+    assert not first.locked and (data / ".lock").read_text() == ""
+    second = DataLock(data)
+    second.acquire()
+    second.release()
+    second.release()  # twice: harmless
+
+
+def test_data_lock_on_a_file_fails_in_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError, match="cannot lock the data folder") as err:
+        DataLock(blocker / "var").acquire()
+    one_line(err.value)
+
+
+# -- full disk: the reserve -------------------------------------------------------------------------
+
+
+def test_event_log_keeps_a_real_disk_reserve(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    store = EventLog(data)
+    reserve = data / ".reserve"
+    assert store.reserve_bytes == RESERVE_BYTES == 16 * MIB and store.reserve_armed
+    assert store.reserve_path == reserve
+    assert reserve.stat().st_size == 16 * MIB
+    assert reserve.stat().st_blocks * 512 >= 16 * MIB  # bytes on disk, not a sparse file
+    assert not store.disk_full
+    store.close()
+    inode = reserve.stat().st_ino
+    EventLog(data).close()  # reopening keeps the file it finds
+    reader = EventLog(data, reserve_bytes=0)  # a reader (the CLI) leaves it alone
+    assert not reader.reserve_armed
+    reader.close()
+    assert reserve.stat().st_ino == inode and allocated(reserve) == 16 * MIB
+    EventLog(data, reserve_bytes=2 * MIB).close()  # a smaller reserve configured: trimmed
+    assert allocated(reserve) == reserve.stat().st_size == 2 * MIB
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mount a fresh tmpfs of the given size (a real file system that really fills up)."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {done.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(path: Path) -> None:
+    """Write to `path` until the file system has not one byte left."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for size in (MIB, 64 * 1024, 4096, 512, 1):
+            block = b"\xa5" * size
+            with pytest.raises(OSError) as err:
+                while True:
+                    os.write(fd, block)
+            assert err.value.errno == 28  # ENOSPC
+    finally:
+        os.close(fd)
+    assert shutil.disk_usage(path.parent).free == 0
+
+
+def real_alert(aid: str, **kw: object) -> tuple[AlertRecord, dict]:
+    """An alert as the red loop makes it, with the exact payload the bus publishes."""
+    alert = make_alert(aid, "e1", text="person in the lobby at the front door after hours", **kw)
+    return alert, alert_payload(alert)
+
+
+def alerts_until_full(store: EventLog, prefix: str, cap: int = 100_000) -> tuple[int, StoreError | None]:
+    """Alerts (MQTT + one push channel each) committed before a write fails."""
+    for n in range(cap):
+        alert, body = real_alert(f"{prefix}{n}")
+        try:
+            store.alert(alert, body, TOPIC, push=["phones"])
+        except StoreError as exc:
+            return n, exc
+    return cap, None
+
+
+def test_full_disk_alerts_keep_committing_on_the_reserve(
+    small_disk: Callable[[str], Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    counts = {}
+    for reserve in (0, 2 * MIB):
+        disk = small_disk("8m")
+        store = EventLog(disk / "data", reserve_bytes=reserve, reserve_margin_bytes=MIB)
+        try:
+            assert store.reserve_armed == bool(reserve)
+            store.ensure_camera("lobby", "rtsp://cam/lobby")
+            store.event_started(make_event("e1"))
+            before, _ = alerts_until_full(store, "before", cap=50)
+            fill(disk / "filler")
+            caplog.clear()
+            with caplog.at_level(logging.ERROR, logger="edge.store"):
+                counts[reserve], err = alerts_until_full(store, "after")
+            assert err is not None and "database or disk is full" in one_line(err)
+            assert store.disk_full  # for the stats: alerts now go to the journal's memory
+            # every alert that did commit is whole: its row and both outbox rows
+            assert len(store.alerts(limit=10**6)) == store.outbox_depth() == before + counts[reserve]
+            assert store.outbox_depth("push:phones") == before + counts[reserve]
+            released = [r.getMessage() for r in caplog.records if "reserve" in r.getMessage()]
+            if reserve:
+                assert released == [
+                    "disk full: released the 2 MiB reserve to keep committing alerts; free some space"
+                ]
+                assert not store.reserve_path.exists() and not store.reserve_armed
+        finally:
+            store.close()
+    print(f"\nalerts committed once the disk was full: {counts[2 * MIB]} with a 2 MiB reserve, "
+          f"{counts[0]} without")  # fmt: skip
+    assert counts[0] == 0
+    assert counts[2 * MIB] >= 500  # ~1000 per MiB here (alert row + MQTT and push rows)
+
+
+def test_reserve_pauses_snapshots_and_is_rearmed_once_space_is_back(
+    small_disk: Callable[[str], Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    disk = small_disk("8m")
+    store = EventLog(disk / "data", reserve_bytes=2 * MIB, reserve_margin_bytes=MIB)
+    try:
+        store.ensure_camera("lobby", "rtsp://cam/lobby")
+        store.event_started(make_event("e1"))
+        fill(disk / "filler")
+        alert, body = real_alert("first")
+        with caplog.at_level(logging.ERROR, logger="edge.store"):
+            store.alert(alert, body, TOPIC)  # commits, on the reserve
+        assert not store.disk_full and not store.reserve_armed
+        assert any("released the 2 MiB reserve" in r.getMessage() for r in caplog.records)
+        with pytest.raises(StoreError, match="snapshots wait until space is freed") as err:
+            store.save_snapshot("e1", frame(), (10, 20, 110, 220), "person", 0.9)  # the space is for alerts
+        one_line(err.value)
+        assert not store.rearm_reserve()  # still no room
+
+        (disk / "filler").unlink()  # someone frees space
+        store.apply_retention(RetentionConfig(min_free_mb=0))
+        assert store.reserve_armed and allocated(store.reserve_path) == 2 * MIB
+        rel = store.save_snapshot("e1", frame(), (10, 20, 110, 220), "person", 0.9)
+        assert (store.snapshot_dir / rel).is_file()
+
+        fill(disk / "filler")  # and it works the next time too
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="edge.store"):
+            n, _ = alerts_until_full(store, "again", cap=200)
+        assert n == 200 and len(caplog.records) == 1 and not store.disk_full
+    finally:
+        store.close()
+
+
+def test_reserve_released_once_for_camera_threads_that_fill_the_disk_together(
+    small_disk: Callable[[str], Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    disk = small_disk("8m")
+    store = EventLog(disk / "data", reserve_bytes=2 * MIB, reserve_margin_bytes=MIB)
+    failures: list[str] = []
+    try:
+        store.ensure_camera("lobby", "rtsp://cam/lobby")
+        store.event_started(make_event("e1"))
+        fill(disk / "filler")
+        start = threading.Barrier(4)
+
+        def camera(name: str) -> None:
+            start.wait()
+            for i in range(100):
+                alert, body = real_alert(f"{name}-{i}")
+                try:
+                    store.alert(alert, body, TOPIC, push=["phones"])
+                except StoreError as exc:
+                    failures.append(str(exc))
+
+        with caplog.at_level(logging.ERROR, logger="edge.store"):
+            threads = [threading.Thread(target=camera, args=(f"cam{i}",)) for i in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert failures == []  # none of the threads saw the disk full
+        assert len(store.alerts(limit=1000)) == 400
+        assert [r.getMessage() for r in caplog.records] == [
+            "disk full: released the 2 MiB reserve to keep committing alerts; free some space"
+        ]
+    finally:
+        store.close()

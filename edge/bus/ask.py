@@ -17,8 +17,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from edge.bus.mqtt import BusConfigError, new_client, parse_endpoint
-from edge.bus.payloads import topic
 from edge.config.models import MqttConfig
+from edge.outbox import Topics
 
 FINAL = ("answer", "result", "error")
 
@@ -34,7 +34,8 @@ def ask(
     """Ask and print; returns the exit status (0: answered or acknowledged, 1: no reply, 3: error)."""
     endpoint = parse_endpoint(cfg)
     ask_id = f"cli-{uuid.uuid4().hex[:12]}"
-    answers_topic = topic(cfg.prefix, device, "answers")
+    topics = Topics(cfg.prefix, device)
+    answers_topic = topics.answers
     received: queue.Queue[dict] = queue.Queue()
     subscribed = queue.Queue[bool]()
 
@@ -71,7 +72,7 @@ def ask(
         except queue.Empty:
             raise BusConfigError(f"the broker at {endpoint} did not answer") from None
         request = {"id": ask_id, "text": text, **({"camera": camera} if camera else {})}
-        client.publish(topic(cfg.prefix, device, "ask"), json.dumps(request), qos=1).wait_for_publish(10)
+        client.publish(topics.ask, json.dumps(request), qos=1).wait_for_publish(10)
         deadline = time.monotonic() + timeout_s
         acknowledged = False
         while (left := deadline - time.monotonic()) > 0:

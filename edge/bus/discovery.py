@@ -32,7 +32,7 @@ import hashlib
 import re
 from typing import Any
 
-from edge.bus.payloads import OFF, OFFLINE, ON, ONLINE, SWITCHES, topic
+from edge.outbox import OFF, OFFLINE, ON, ONLINE, SWITCHES, Topics
 
 MANUFACTURER = "Reflex Edge"
 DEFAULT_MODEL = "Reflex Edge appliance"
@@ -103,7 +103,8 @@ def discovery_messages(
     Order is stable for the same input.
     """
     rule_labels = rule_labels or {}
-    availability_topic = topic(prefix, device, "availability")
+    topics = Topics(prefix, device)
+    availability_topic = topics.availability
     common: dict[str, Any] = {
         "availability": [
             {
@@ -122,7 +123,7 @@ def discovery_messages(
         "origin": {"name": MANUFACTURER, "sw_version": sw_version},
         "qos": 1,
     }
-    stats_topic = topic(prefix, device, "stats")
+    stats_topic = topics.stats
     messages: list[tuple[str, dict[str, Any]]] = []
     used: set[str] = set()
 
@@ -146,7 +147,7 @@ def discovery_messages(
             if camera not in rule_cameras:
                 continue
             config: dict[str, Any] = {
-                "state_topic": topic(prefix, device, camera, "active", rule),
+                "state_topic": topics.active(camera, rule),
                 "payload_on": ON,
                 "payload_off": OFF,
                 "icon": "mdi:alarm-light",
@@ -161,7 +162,7 @@ def discovery_messages(
             (camera, "online"),
             f"{camera} online",
             {
-                "state_topic": topic(prefix, device, camera, "status"),
+                "state_topic": topics.status(camera),
                 "payload_on": ONLINE,
                 "payload_off": OFFLINE,
                 "device_class": "connectivity",
@@ -174,7 +175,7 @@ def discovery_messages(
                 (camera, label, "count"),
                 f"{camera} {label} count",
                 {
-                    "state_topic": topic(prefix, device, camera, label),
+                    "state_topic": topics.count(camera, label),
                     "state_class": "measurement",
                     "unit_of_measurement": "objects",
                     "icon": "mdi:counter",
@@ -184,7 +185,7 @@ def discovery_messages(
             "image",
             (camera, "snapshot"),
             f"{camera} snapshot",
-            {"image_topic": topic(prefix, device, camera, "snapshot"), "content_type": "image/jpeg"},
+            {"image_topic": topics.snapshot(camera), "content_type": "image/jpeg"},
         )
         for switch in SWITCHES:
             add(
@@ -192,8 +193,8 @@ def discovery_messages(
                 (camera, switch),
                 f"{camera} {_SWITCH_NAMES.get(switch, switch)}",
                 {
-                    "command_topic": topic(prefix, device, camera, switch, "set"),
-                    "state_topic": topic(prefix, device, camera, switch, "state"),
+                    "command_topic": topics.switch_set(camera, switch),
+                    "state_topic": topics.switch_state(camera, switch),
                     "payload_on": ON,
                     "payload_off": OFF,
                     "state_on": ON,

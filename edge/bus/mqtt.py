@@ -7,15 +7,25 @@ Why it is built this way:
   broker's PUBACK for it arrives. After any disconnect it starts again from the oldest
   unacknowledged row, so a broker outage delays messages and may repeat a few (consumers
   de-duplicate by `id`), but never drops or reorders one.
+- **Alerts first.** Rows drain by priority (alerts, answers, events, bulk such as blue-loop jobs
+  with JPEG keyframes), each priority in id order, and alerts may use a few in-flight slots beyond
+  the window: an alert never waits behind a large message.
 - **One fresh client per connection.** paho re-sends its own queued messages on reconnect, which
   would race with the outbox's re-send; a new client per connection leaves the outbox the only
-  source of truth. The connection thread does the backoff (jittered, reconnect_min_s..max_s).
+  source of truth. The connection thread does the backoff (jittered, reconnect_min_s..max_s), reset
+  by every successful connection: a blip soon after another is retried as quickly as the first.
+- **Memory when the disk is gone.** Messages the event log could not take wait in a MemoryQueue;
+  MQTT needs no disk, so they are published from memory too, and their PUBACKs recorded there.
 - **Callbacks never touch the database.** paho calls back on its network thread while holding its
   own locks; PUBACKs and commands are handed over through queues to the bus thread (acks, batched
   into one commit) and the command thread (DB writes, answers).
 - **State is not history.** Counts, snapshot, camera status, switch states, rule activity and stats
   are "latest value" topics: kept in memory, published retained, and all re-published on every
-  connect (a broker restarted without persistence gets them back at once).
+  connect (a broker restarted without persistence gets them back at once). Retained messages of
+  ours that are not current state (a removed camera's count and JPEG, a removed rule's discovery
+  config) are found by a short sweep after each connect and cleared.
+- **Subscriptions are registered, not hard-coded.** `subscribe(filter, handler)` (shared
+  subscriptions `$share/group/...` included); handlers run on the command thread, never on paho's.
 """
 
 from __future__ import annotations
@@ -23,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import random
 import ssl
 import threading
 import time
@@ -37,22 +46,33 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.bus.payloads import OFFLINE, ONLINE, topic
+from edge.backoff import Backoff
 from edge.config.models import MqttConfig
+from edge.outbox import OFFLINE, ONLINE, MemoryQueue, Priority, Topics
 from edge.store import EventLog, StoreError
+from edge.store.db import dumps
 
 log = logging.getLogger("edge.bus")
 
 WINDOW = 64
 """Outbox messages in flight (published, PUBACK pending) at once: enough to keep a LAN broker busy,
 few enough that a reconnect re-sends little."""
+ALERT_EXTRA = 16
+"""In-flight slots only alerts may use: a window full of events or jobs never holds an alert back."""
 ACK_FLUSH_S = 0.05
 """PUBACKs are committed in batches at most this old: one commit for many acks."""
 CONNECT_TIMEOUT_S = 10.0
+REFUSED_RETRY_S = 30.0
+"""A broker that refuses the connection (bad credentials, banned) is retried no faster than this."""
 STOP_DRAIN_S = 3.0
 """On a clean stop, how long the bus keeps publishing what is queued before it says `offline`."""
-COMMAND_QUEUE = 256
-"""Commands waiting for the command thread; a flood beyond this is dropped (and logged)."""
+COMMAND_QUEUE = 1024
+"""Commands waiting for the command thread. Past this, a message is handed over marked `busy`
+(its handler answers "busy" cheaply instead of doing the work); past OVERFLOW_MAX it is dropped."""
+OVERFLOW_MAX = 10_000
+SWEEP_S = 5.0
+"""After a connect, retained messages under the sweep filters arriving this long are checked against
+current state; then those subscriptions are dropped (our own publications are not echoed to us)."""
 
 # MQTT 5 CONNACK "Unsupported Protocol Version", and MQTT 3.1.1's "unacceptable protocol version"
 # (paho reports the latter as reason code 1 on a 3.1.1 connection).
@@ -142,33 +162,46 @@ def new_client(
     return client
 
 
-Command = tuple[str, bytes]
-"""(topic, payload) of a message received on a command topic."""
-Acked = tuple[int, str, float]
-"""(outbox id, message id, time.monotonic() of the PUBACK)."""
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A message from the broker, as a subscription handler gets it."""
+
+    topic: str
+    payload: bytes
+    retained: bool = False
+    busy: bool = False
+    """The command queue overflowed: answer cheaply ("busy"), do not do the work."""
+
+
+Handler = Callable[[Received], None]
+_Inflight = tuple[str, int, str]
+"""('db', outbox id, message id) or ('mem', memory token, message id)."""
+Acked = tuple[str, int, str, float]
+"""(source, outbox id or token, message id, time.monotonic() of the PUBACK)."""
+
+
+def match_filter(subscription: str) -> str:
+    """The topic filter a message is matched against: a shared subscription's `$share/group/` goes."""
+    if subscription.startswith("$share/"):
+        return subscription.split("/", 2)[2]
+    return subscription
 
 
 class Bus:
     """One per appliance. Thread-safe: the red loops, the journal and the admin page call in."""
 
     def __init__(
-        self,
-        cfg: MqttConfig,
-        device: str,
-        events: EventLog,
-        on_command: Callable[[str, bytes], None] | None = None,
+        self, cfg: MqttConfig, topics: Topics, events: EventLog, memory: MemoryQueue | None = None
     ) -> None:
         self.cfg = cfg
-        self.device = device
+        self.topics = topics
+        self.device = topics.device
         self.events = events
+        self.memory = memory or MemoryQueue()
         self.endpoint = parse_endpoint(cfg)
-        self.on_command = on_command
-        self.cleanup_filter: str | None = None
-        """Retained topics of ours under this filter that are not current state get cleared (an HA
-        discovery config of a camera or rule that was removed)."""
         self.on_ack: Callable[[list[tuple[str, float]]], None] | None = None
         """Called (bus thread) with (message id, time.monotonic() of its PUBACK) once recorded."""
-        self.availability = self.topic("availability")
+        self.availability = topics.availability
         self.connected = threading.Event()
         self.stop_event = threading.Event()
         self.last_error = ""
@@ -181,14 +214,30 @@ class Bus:
         self._state: dict[str, tuple[bytes, int]] = {}
         self._dirty: set[str] = set()
         self._state_lock = threading.Lock()
-        self._commands: queue.Queue[Command | None] = queue.Queue(COMMAND_QUEUE)
+        self._subscriptions: dict[str, tuple[int, Handler]] = {}
+        self._subs_changed = False
+        self._sweep_filters: list[str] = []
+        self._commands: queue.Queue[Received | None] = queue.Queue(COMMAND_QUEUE)
+        self._overflow: deque[Received] = deque()
         self._threads: list[threading.Thread] = []
         self._tls_context = tls_context(cfg) if self.endpoint.tls else None
-
-    def topic(self, *parts: str) -> str:
-        return topic(self.cfg.prefix, self.device, *parts)
+        self._backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s)
 
     # -- public API -------------------------------------------------------------------------------
+
+    def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
+        """Call `handler` (on the command thread) for every message matching `topic_filter`; shared
+        subscriptions (`$share/group/filter`) work too. Kept across reconnects; may be called while
+        connected."""
+        with self._state_lock:
+            self._subscriptions[topic_filter] = (qos, handler)
+            self._subs_changed = True
+        self._wake.set()
+
+    def sweep(self, topic_filter: str) -> None:
+        """Retained messages under `topic_filter` that are not current state get cleared after every
+        connect (HA discovery configs, a removed camera's counts and snapshot)."""
+        self._sweep_filters.append(topic_filter)
 
     def start(self) -> None:
         for name, target in (("mqtt", self._run), ("mqtt-commands", self._run_commands)):
@@ -200,7 +249,8 @@ class Bus:
         """Publish what is pending (briefly), say `offline`, disconnect."""
         self.stop_event.set()
         self._wake.set()
-        self._commands.put(None)
+        with contextlib.suppress(queue.Full):
+            self._commands.put(None, timeout=1.0)
         for thread in self._threads:
             thread.join(timeout)
 
@@ -230,27 +280,24 @@ class Bus:
     # -- connection thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        delay = self.cfg.reconnect_min_s
         while not self.stop_event.is_set():
             client = self._make_client()
-            started = time.monotonic()
             if self._connect(client):
+                self._backoff.reset()  # connected: the next outage starts from the shortest delay
                 self._serve(client)
             client.loop_stop()
             if self.stop_event.is_set():
                 break
-            # A connection that lasted a while earns a quick retry; repeated failures back off.
-            delay = (
-                self.cfg.reconnect_min_s
-                if time.monotonic() - started > 30
-                else min(self.cfg.reconnect_max_s, delay * 2)
-            )
-            self.stop_event.wait(delay * random.uniform(0.5, 1.0))
+            delay = self._backoff.next()
+            code = self._connack
+            if code is not None and code.is_failure and code.value not in _UNSUPPORTED_PROTOCOL:
+                delay = max(delay, REFUSED_RETRY_S)  # refused (credentials?): do not hammer the broker
+            self.stop_event.wait(delay)
 
     def _make_client(self) -> mqtt.Client:
         client_id = self.cfg.client_id or f"reflex-{self.device}"
         client = new_client(self.cfg, self.endpoint, self._protocol, client_id, self._tls_context)
-        client.max_inflight_messages_set(WINDOW + 8)
+        client.max_inflight_messages_set(WINDOW + ALERT_EXTRA + 8)
         client.will_set(self.availability, OFFLINE, qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -294,33 +341,40 @@ class Bus:
             log.warning("MQTT: %s (alerts wait in the outbox; retrying)", why)
         self.last_error = why
 
+    def _subscribe_all(self, client: mqtt.Client) -> None:
+        with self._state_lock:
+            subscriptions = [(f, qos) for f, (qos, _) in self._subscriptions.items()]
+            self._subs_changed = False
+        if subscriptions:
+            client.subscribe(subscriptions)
+
     def _serve(self, client: mqtt.Client) -> None:
         """Connected: subscribe, say online, re-publish state, then drain until the connection ends."""
         self.last_error = ""
-        subscriptions = [(self.topic("ask"), 1), (self.topic("+", "+", "set"), 1)]
-        if self.cleanup_filter:
-            subscriptions.append((self.cleanup_filter, 1))
-        client.subscribe(subscriptions)
+        self._subscribe_all(client)
         client.publish(self.availability, ONLINE, qos=1, retain=True)
         with self._state_lock:
             self._dirty = set(self._state)
         log.info("MQTT connected to %s (MQTT %s)", self.endpoint, "5" if self._protocol == 5 else "3.1.1")
-        inflight: dict[int, tuple[int, str]] = {}  # mid -> (outbox id, message id)
-        last_sent = 0
+        if self._sweep_filters:
+            threading.Thread(target=self._sweep, name="mqtt-sweep", daemon=True).start()
+        inflight: dict[int, _Inflight] = {}  # mid -> where it came from
+        cursors: dict[Priority, int] = dict.fromkeys(Priority, 0)
         pending_acks: list[Acked] = []
         last_flush = time.monotonic()
         stop_by: float | None = None
         while not self._lost.is_set():
             self._wake.clear()
+            if self._subs_changed:
+                self._subscribe_all(client)
             self._take_acks(client, inflight, pending_acks)
             now = time.monotonic()
             if pending_acks and (now - last_flush >= ACK_FLUSH_S or len(pending_acks) >= WINDOW):
                 self._commit_acks(pending_acks)
                 pending_acks = []
                 last_flush = now
-            fetched = 0
-            if len(inflight) < WINDOW:  # alerts first: a snapshot JPEG must not queue ahead of them
-                last_sent, fetched = self._publish_outbox(client, inflight, last_sent)
+            fetched = self._publish_memory(client, inflight)
+            fetched += self._publish_outbox(client, inflight, cursors)
             self._publish_state(client)
             if self.stop_event.is_set():
                 # Stopping: send what the red loops queued last (event ends) for a moment, then go.
@@ -336,9 +390,7 @@ class Bus:
         log.warning("MQTT connection to %s lost; %d messages in flight will be re-sent", self.endpoint,
                     len(inflight))  # fmt: skip
 
-    def _take_acks(
-        self, client: mqtt.Client, inflight: dict[int, tuple[int, str]], into: list[Acked]
-    ) -> None:
+    def _take_acks(self, client: mqtt.Client, inflight: dict[int, _Inflight], into: list[Acked]) -> None:
         """Resolve PUBACKed mids to outbox rows (only this thread touches `inflight`). An ack of an
         earlier connection's client is ignored: its mids are reused by the new client."""
         while self._acks:
@@ -346,23 +398,51 @@ class Bus:
             if acker is client and (sent := inflight.pop(mid, None)) is not None:
                 into.append((*sent, at))
 
-    def _publish_outbox(
-        self, client: mqtt.Client, inflight: dict[int, tuple[int, str]], last_sent: int
-    ) -> tuple[int, int]:
-        """Publish the next rows after `last_sent`; returns (new last_sent, rows fetched)."""
-        try:
-            rows = self.events.outbox_pending(limit=WINDOW - len(inflight), after=last_sent)
-        except StoreError as exc:
-            log.error("MQTT: cannot read the outbox: %s", exc)
-            return last_sent, 0
-        for row in rows:
-            info = client.publish(row.topic, row.payload, qos=1)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                self._lost.set()  # the socket is gone: start over from the oldest unacked row
+    def _room(self, inflight: dict[int, _Inflight], priority: Priority) -> int:
+        return (WINDOW + (ALERT_EXTRA if priority == Priority.ALERT else 0)) - len(inflight)
+
+    def _publish_memory(self, client: mqtt.Client, inflight: dict[int, _Inflight]) -> int:
+        """Messages the event log could not take: published from memory (MQTT needs no disk)."""
+        if not len(self.memory):
+            return 0
+        flying = {ref for source, ref, _ in inflight.values() if source == "mem"}
+        sent = 0
+        for held in self.memory.pending(exclude=flying):
+            message = held.message
+            if self._room(inflight, message.priority) <= 0:
                 break
-            inflight[info.mid] = (row.id, row.message_id)
-            last_sent = row.id
-        return last_sent, len(rows)
+            info = client.publish(message.topic, dumps(message.payload), qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                self._lost.set()
+                break
+            inflight[info.mid] = ("mem", held.token, message.message_id)
+            sent += 1
+        return sent
+
+    def _publish_outbox(
+        self, client: mqtt.Client, inflight: dict[int, _Inflight], cursors: dict[Priority, int]
+    ) -> int:
+        """Publish the next rows of each priority in turn (alerts first); returns rows fetched.
+        `cursors` holds, per priority, the last row id published on this connection."""
+        fetched = 0
+        for priority in Priority:
+            room = self._room(inflight, priority)
+            if room <= 0:
+                continue
+            try:
+                rows = self.events.outbox_pending(limit=room, after=cursors[priority], priority=priority)
+            except StoreError as exc:
+                log.error("MQTT: cannot read the outbox: %s", exc)
+                return fetched
+            fetched += len(rows)
+            for row in rows:
+                info = client.publish(row.topic, row.payload, qos=1)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    self._lost.set()  # the socket is gone: start over from the oldest unacked row
+                    return fetched
+                inflight[info.mid] = ("db", row.id, row.message_id)
+                cursors[priority] = row.id
+        return fetched
 
     def _publish_state(self, client: mqtt.Client) -> None:
         with self._state_lock:
@@ -374,14 +454,18 @@ class Bus:
     def _commit_acks(self, acked: list[Acked]) -> None:
         if not acked:
             return
+        for source, ref, _, _ in acked:
+            if source == "mem":
+                self.memory.ack(ref)
+        rows = [ref for source, ref, _, _ in acked if source == "db"]
         try:
-            self.events.mark_delivered([outbox_id for outbox_id, _, _ in acked])
+            self.events.mark_delivered(rows)
         except StoreError as exc:
             # Not marked: sent again after the next reconnect or restart (consumers de-duplicate).
-            log.error("MQTT: cannot record %d acknowledgements: %s", len(acked), exc)
+            log.error("MQTT: cannot record %d acknowledgements: %s", len(rows), exc)
             return
         if self.on_ack is not None:
-            self.on_ack([(message_id, at) for _, message_id, at in acked])
+            self.on_ack([(message_id, at) for _, _, message_id, at in acked])
 
     def _goodbye(self, client: mqtt.Client) -> None:
         """A clean stop says `offline` itself (the Last Will is only for crashes)."""
@@ -389,6 +473,47 @@ class Bus:
         with contextlib.suppress(RuntimeError, ValueError):
             info.wait_for_publish(2.0)
         client.disconnect()
+
+    # -- retained sweep (its own short-lived client) ------------------------------------------------
+
+    def _sweep(self) -> None:
+        """Read the retained messages under the sweep filters with a second, listen-only client, and
+        clear those that are not current state. A separate client, so that none of its filters overlap
+        the bus's own subscriptions (which would deliver a command twice)."""
+        found: dict[str, bytes] = {}
+        client_id = f"{self.cfg.client_id or f'reflex-{self.device}'}-sweep"
+        client = new_client(self.cfg, self.endpoint, self._protocol, client_id, self._tls_context)
+
+        def on_connect(c: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
+            if not reason.is_failure:
+                c.subscribe([(f, 1) for f in self._sweep_filters])
+
+        def on_message(_c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+            if message.retain:
+                found[message.topic] = bytes(message.payload)
+
+        client.on_connect, client.on_message = on_connect, on_message
+        try:
+            client.connect(self.endpoint.host, self.endpoint.port, self.cfg.keepalive_s)
+        except (OSError, ssl.SSLError) as exc:
+            log.debug("MQTT: retained sweep could not connect: %s", exc)
+            return
+        client.loop_start()
+        self.stop_event.wait(SWEEP_S)
+        client.loop_stop()
+        with contextlib.suppress(Exception):
+            client.disconnect()
+        for topic_, payload in found.items():
+            self._clear_if_stale(topic_, payload)
+
+    def _clear_if_stale(self, topic_: str, payload: bytes) -> None:
+        if topic_ == self.availability or topic_.endswith("/set"):
+            return
+        with self._state_lock:
+            current = topic_ in self._state
+        if payload and not current:
+            log.info("MQTT: clearing retained %s (no longer configured)", topic_)
+            self.set_state(topic_, b"")
 
     # -- paho callbacks (network thread: no database, no blocking) -------------------------------
 
@@ -417,28 +542,40 @@ class Bus:
         self._wake.set()
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        received = Received(message.topic, bytes(message.payload), bool(message.retain))
         try:
-            self._commands.put_nowait((message.topic, bytes(message.payload)))
+            self._commands.put_nowait(received)
         except queue.Full:
-            log.error("MQTT: command flood, dropped a message on %s", message.topic)
+            # Never silently: the command thread answers these "busy" (cheaply) after the queue.
+            if len(self._overflow) < OVERFLOW_MAX:
+                self._overflow.append(Received(received.topic, received.payload, received.retained, True))
+            else:
+                log.error("MQTT: command flood, dropped a message on %s", message.topic)
 
     # -- command thread ---------------------------------------------------------------------------
 
-    def _clear_if_stale(self, topic_: str, payload: bytes) -> None:
-        with self._state_lock:
-            current = topic_ in self._state
-        if payload and not current:
-            log.info("MQTT: clearing retained %s (no longer configured)", topic_)
-            self.set_state(topic_, b"")
-
     def _run_commands(self) -> None:
-        while (item := self._commands.get()) is not None:
-            if self.cleanup_filter and mqtt.topic_matches_sub(self.cleanup_filter, item[0]):
-                self._clear_if_stale(*item)
-                continue
-            if self.on_command is None:
-                continue
+        while True:
             try:
-                self.on_command(*item)
+                item = self._commands.get(timeout=0.5)
+            except queue.Empty:
+                item = None if self.stop_event.is_set() else Received("", b"")
+            if item is None:
+                return
+            if item.topic:
+                self._dispatch(item)
+            while self._overflow:
+                self._dispatch(self._overflow.popleft())
+
+    def _dispatch(self, received: Received) -> None:
+        with self._state_lock:
+            handlers = [
+                h
+                for f, (_, h) in self._subscriptions.items()
+                if mqtt.topic_matches_sub(match_filter(f), received.topic)
+            ]
+        for handler in handlers:
+            try:
+                handler(received)
             except Exception:  # a command must never take the appliance down
-                log.exception("MQTT: command on %s failed", item[0])
+                log.exception("MQTT: handling a message on %s failed", received.topic)

@@ -20,7 +20,6 @@ import hmac
 import http.client
 import json
 import logging
-import random
 import threading
 import time
 import urllib.error
@@ -28,6 +27,7 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
+from edge.backoff import Backoff
 from edge.config.models import EdgeConfig, NtfyConfig, PushChannelConfig, WebhookConfig
 from edge.store import EventLog, OutboxMessage, StoreError
 from edge.store.models import push_channel
@@ -259,6 +259,7 @@ class PushWorker(threading.Thread):
         self.stop = stop
         self.retry_min_s = retry_min_s
         self.retry_max_s = max(retry_max_s, retry_min_s)
+        self._backoff = Backoff(self.retry_min_s, self.retry_max_s)
         self.snapshot_wait_s = snapshot_wait_s
         self.poll_s = poll_s
         self.delivered = 0
@@ -302,8 +303,7 @@ class PushWorker(threading.Thread):
     def backoff(self, failures: int) -> float:
         """Delay before retry number `failures` (1, 2, ...): doubling, jittered +-20%, kept within
         retry_min_s..retry_max_s."""
-        base = self.retry_min_s * 2 ** min(failures - 1, 30)
-        return min(self.retry_max_s, max(self.retry_min_s, base * random.uniform(0.8, 1.2)))
+        return self._backoff.delay(failures)
 
     def _deliver(self, message: OutboxMessage) -> bool:
         """Send one message until it is delivered; False when stopped first."""

@@ -1,29 +1,31 @@
-"""Live state for MQTT: what is true *now*, published retained (DESIGN.md's MQTT table).
+"""Retained state for MQTT: what is true *now*, published retained (DESIGN.md's MQTT table).
 
-A red-loop sink plus hooks for counts, snapshots, camera status and switches. Everything here only
-hands values to `Bus.set_state`, which publishes changes and re-publishes all of them on every
-connect.
+A red-loop sink plus hooks for counts, snapshots, camera status, switches and rules. Everything here
+only hands values to `Bus.set_state`, which publishes changes and re-publishes all of them on every
+connect. On a clean stop, `at_stop()` says what a stopped appliance knows (nothing in view, cameras
+offline, no rule active) so the broker never keeps a stale "person 1".
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections import Counter
 from pathlib import Path
 
 from edge.bus.mqtt import Bus
-from edge.bus.payloads import OFF, OFFLINE, ON, ONLINE, PAYLOAD_VERSION
+from edge.outbox import OFF, OFFLINE, ON, ONLINE, stats_payload
 from edge.rules import Transition
 from edge.types import Frame
 
 
-class LiveState:
+class RetainedState:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
+        self.topics = bus.topics
         self._open: Counter[tuple[str, str]] = Counter()
         """(camera, rule) -> events open now; the rule's binary sensor is ON while above zero."""
+        self._counts: dict[str, dict[str, int]] = {}
 
     def handle(self, tr: Transition, frame: Frame) -> None:
         ev = tr.event
@@ -33,34 +35,48 @@ class LiveState:
         elif tr.kind == "end":
             self._open[key] = max(0, self._open[key] - 1)
         if tr.kind in ("start", "end"):
-            self.bus.set_state(self.bus.topic(ev.camera, "active", ev.rule), ON if self._open[key] else OFF)
+            self.bus.set_state(self.topics.active(ev.camera, ev.rule), ON if self._open[key] else OFF)
 
     def rule_idle(self, camera: str, rule: str) -> None:
         """Say OFF for a rule with no open event (at start-up, so a stale retained ON is cleared)."""
         if not self._open[(camera, rule)]:
-            self.bus.set_state(self.bus.topic(camera, "active", rule), OFF)
+            self.bus.set_state(self.topics.active(camera, rule), OFF)
+
+    def rule_removed(self, camera: str, rule: str) -> None:
+        """A removed rule's sensor topic is cleared, not left saying OFF forever."""
+        self._open.pop((camera, rule), None)
+        self.bus.set_state(self.topics.active(camera, rule), b"")
 
     def counts(self, camera: str, counts: dict[str, int]) -> None:
+        known = self._counts.setdefault(camera, {})
+        for label in set(known) - set(counts):  # a label no rule watches any more
+            self.bus.set_state(self.topics.count(camera, label), b"")
+            known.pop(label)
         for label, n in counts.items():
-            self.bus.set_state(self.bus.topic(camera, label), str(n))
+            known[label] = n
+            self.bus.set_state(self.topics.count(camera, label), str(n))
 
     def snapshot(self, camera: str, path: Path) -> None:
         with contextlib.suppress(OSError):  # retention removed it already; the next alert brings one
-            self.bus.set_state(self.bus.topic(camera, "snapshot"), path.read_bytes())
+            self.bus.set_state(self.topics.snapshot(camera), path.read_bytes())
 
     def camera_status(self, camera: str, online: bool) -> None:
-        self.bus.set_state(self.bus.topic(camera, "status"), ONLINE if online else OFFLINE)
+        self.bus.set_state(self.topics.status(camera), ONLINE if online else OFFLINE)
 
     def switch(self, camera: str, switch: str, on: bool) -> None:
-        self.bus.set_state(self.bus.topic(camera, switch, "state"), ON if on else OFF)
+        self.bus.set_state(self.topics.switch_state(camera, switch), ON if on else OFF)
 
-    def stats(self, cameras: dict[str, dict[str, object]], outbox_depth: int, outbox_shed: int) -> None:
-        payload = {
-            "v": PAYLOAD_VERSION,
-            "device": self.bus.device,
-            "at": round(time.time(), 3),
-            "cameras": cameras,
-            "outbox_depth": outbox_depth,
-            "outbox_shed": outbox_shed,
-        }
-        self.bus.set_state(self.bus.topic("stats"), json.dumps(payload), qos=0)
+    def stats(self, cameras: dict[str, dict[str, object]], outbox_depth: int, outbox_shed: int,
+              **extra: object) -> None:  # fmt: skip
+        payload = stats_payload(self.bus.device, cameras, outbox_depth, outbox_shed, **extra)
+        self.bus.set_state(self.topics.stats, json.dumps(payload), qos=0)
+
+    def at_stop(self, cameras: list[str]) -> None:
+        """Clean stop: counts 0, cameras offline, rules inactive (published before `offline`)."""
+        for camera in cameras:
+            self.counts(camera, dict.fromkeys(self._counts.get(camera, {}), 0))
+            self.camera_status(camera, False)
+        for (camera, rule), n in list(self._open.items()):
+            if n:
+                self._open[(camera, rule)] = 0
+                self.bus.set_state(self.topics.active(camera, rule), OFF)

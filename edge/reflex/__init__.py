@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edge.reflex.backends import Backend, BackendError
-    from edge.reflex.engine import Letterbox, ObjectDetector, build_detector
+    from edge.reflex.engine import DetectResult, Letterbox, ObjectDetector, build_detector
     from edge.reflex.manifest import (
         ModelError,
         ModelManifest,
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "Backend": "edge.reflex.backends",
     "BackendError": "edge.reflex.backends",
+    "DetectResult": "edge.reflex.engine",
     "Letterbox": "edge.reflex.engine",
     "ObjectDetector": "edge.reflex.engine",
     "build_detector": "edge.reflex.engine",
@@ -38,6 +39,7 @@ _EXPORTS = {
 __all__ = [
     "Backend",
     "BackendError",
+    "DetectResult",
     "Letterbox",
     "ModelError",
     "ModelManifest",

@@ -24,6 +24,15 @@ from edge.types import Detection
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+class DetectResult(NamedTuple):
+    """What one detect() call saw, and what it cost (each stage apart, because each is tuned apart)."""
+
+    detections: list[Detection]
+    preprocess_ms: float
+    infer_ms: float
+    post_ms: float
+
+
 class Letterbox(NamedTuple):
     """How a frame was placed in the model input: input = frame * scale + pad, per axis."""
 
@@ -46,8 +55,6 @@ class ObjectDetector:
         self.score_threshold = cfg.score_threshold
         self.nms_iou = cfg.nms_iou
         self.backend: Backend = backend or open_backend(cfg.backend, model_path, cfg.threads)
-        self.last_timing: dict[str, float] = {}
-        """preprocess_ms, infer_ms and post_ms of the last detect(), apart because each is tuned apart."""
         self._decoder = make_decoder(manifest)
         self._label_ids = {name: i for i, name in enumerate(self.labels)}
         self._masks: dict[frozenset[str], np.ndarray] = {}
@@ -127,8 +134,9 @@ class ObjectDetector:
             self._masks[key] = mask
         return mask
 
-    def detect(self, image: np.ndarray, labels: set[str] | None = None) -> list[Detection]:
-        """Objects in a BGR frame, best first, boxes in frame pixels clipped to the frame.
+    def detect(self, image: np.ndarray, labels: set[str] | None = None) -> DetectResult:
+        """Objects in a BGR frame, best first, boxes in frame pixels clipped to the frame, with the
+        time each stage took. One lock (this detector's own: it reuses its buffers) serves every camera.
 
         `labels` keeps only those classes (None: all); names the model does not know, such as "fire",
         simply match nothing, so a camera's watch list can be passed as it is.
@@ -156,12 +164,7 @@ class ObjectDetector:
                 )
             ]
             t3 = time.perf_counter()
-            self.last_timing = {
-                "preprocess_ms": (t1 - t0) * 1e3,
-                "infer_ms": (t2 - t1) * 1e3,
-                "post_ms": (t3 - t2) * 1e3,
-            }
-        return found
+        return DetectResult(found, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
 
     def _nms(self, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
         """Per-class NMS in one call: shifting each class by more than all boxes span keeps classes apart.
@@ -179,16 +182,20 @@ class ObjectDetector:
 def build_detector(cfg: ModelConfig, base_dir: Path) -> ObjectDetector:
     """Load the manifest, find and verify the model file, and open the configured backend.
 
-    Relative paths in cfg are resolved against base_dir (the config file's folder). A relative manifest
-    that is not there is taken from this checkout, and then so is the default models/cache/, so a config
-    kept elsewhere still works (edge.wiring looks labels up the same way). Raises ModelError (or
-    BackendError) with a one-line message.
+    A loaded config's paths are already absolute (edge.config resolves them against the config file's
+    folder, taking a relative manifest that is not there from this checkout). A ModelConfig built in code
+    may still hold relative ones: they are resolved against base_dir the same way. Without model.path the
+    model is the manifest's file in cache/ beside the manifest (models/cache/ for the bundled one), where
+    tools/fetch_model puts it. Raises ModelError (or BackendError) with a one-line message.
     """
-    manifest_rel = Path(cfg.manifest)
-    in_checkout = not (base_dir / manifest_rel).exists() and (REPO_ROOT / manifest_rel).exists()
-    root = REPO_ROOT if in_checkout else base_dir
-    manifest = load_manifest(root / manifest_rel)
-    model_path = resolve_model_path(manifest, cfg.path, base_dir if cfg.path else root)
+    from edge.config.models import resolve_manifest  # (hoist to the imports above when integrating)
+
+    manifest_path = resolve_manifest(cfg.manifest, base_dir)
+    manifest = load_manifest(manifest_path)
+    if cfg.path:
+        model_path = resolve_model_path(manifest, cfg.path, base_dir)
+    else:
+        model_path = manifest_path.parent / "cache" / manifest.file
     if not model_path.is_file():
         raise ModelError(f"model file not found: {model_path}; run tools/fetch_model or set model.path")
     verify_sha256(model_path, manifest.sha256)

@@ -8,7 +8,6 @@ none for objects that have become stationary (a parked car is news once).
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from datetime import datetime
 from typing import Literal
 
 from edge.config.models import EventsConfig
+from edge.outbox.ids import new_id
 from edge.rules.rules import Rule
 from edge.rules.tracker import AREA_LABELS, MAX_CENTRE_JUMP, Track, centre, diagonal, iou
 from edge.types import AlertRecord, Box, EventRecord
@@ -23,11 +23,6 @@ from edge.types import AlertRecord, Box, EventRecord
 PARKED_MEMORY_S = 600.0
 """How long the place of a stationary object is remembered after its track is lost."""
 PARKED_IOU = 0.6
-
-
-def new_id() -> str:
-    """Time-ordered, unique across restarts and devices: consumers de-duplicate and sort by it."""
-    return f"{time.time_ns() // 1_000_000:x}-{secrets.token_hex(4)}"
 
 
 @dataclass(slots=True)
@@ -70,6 +65,8 @@ class EventMachine:
         self.camera = camera
         self.rules = [r for r in rules if r.applies_to(camera)]
         self.cfg = cfg
+        self.min_hits = cfg.min_hits
+        """Sightings before an event starts; 1 for still sources (each frame is its own picture)."""
         self.clock = clock
         self._open: dict[tuple[str, int], _Open] = {}
         self._candidates: dict[tuple[str, int], _Candidate] = {}
@@ -87,6 +84,24 @@ class EventMachine:
 
     def open_events(self) -> list[EventRecord]:
         return [o.record for o in self._open.values()]
+
+    def set_rules(self, rules: list[Rule], frame: int, pts: float) -> list[Transition]:
+        """Take new rules at runtime. Open events of a rule that is gone end now (their `end` is
+        returned, to be published); those of a changed rule go on under its new settings."""
+        mine = [r for r in rules if r.applies_to(self.camera)]
+        by_name = {r.name: r for r in mine}
+        out: list[Transition] = []
+        now = self.clock()
+        for key in list(self._open):
+            rule = by_name.get(key[0])
+            if rule is None:
+                self._end(key, frame, pts, now, out)
+            else:
+                self._open[key].rule = rule
+        self._candidates = {k: c for k, c in self._candidates.items() if k[0] in by_name}
+        self._parked = [p for p in self._parked if p[0] in by_name]
+        self.rules = mine
+        return out
 
     def step(self, seen: list[Track], frame: int, pts: float, width: int, height: int) -> list[Transition]:
         now = self.clock()
@@ -123,7 +138,7 @@ class EventMachine:
         cand = self._candidates.setdefault(key, _Candidate(pts, pts))
         cand.hits += 1
         cand.last_pts = pts
-        if cand.hits < self.cfg.min_hits or pts - cand.since_pts < rule.cfg.dwell_s:
+        if cand.hits < self.min_hits or pts - cand.since_pts < rule.cfg.dwell_s:
             return
         if self._is_parked(rule, track, pts):
             return

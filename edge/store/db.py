@@ -19,6 +19,7 @@ Why these settings:
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sqlite3
@@ -103,6 +104,28 @@ def one_line(exc: BaseException) -> str:
     else:
         text = str(exc) or type(exc).__name__
     return " ".join(text.split())
+
+
+SQLITE_FULL = 13
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """True if `exc` (a StoreError or anything it wraps) failed for lack of disk space: SQLITE_FULL
+    ("database or disk is full", also what SQLite makes of ENOSPC) or an OSError ENOSPC/EDQUOT."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DBAPIError) and exc.orig is not None:
+            exc = exc.orig
+        if isinstance(exc, sqlite3.Error):
+            code = getattr(exc, "sqlite_errorcode", None)
+            if (code is not None and code & 0xFF == SQLITE_FULL) or "database or disk is full" in str(exc):
+                return True
+        elif isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 @contextmanager

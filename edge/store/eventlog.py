@@ -10,11 +10,17 @@ busy_timeout (see db.py).
 Ordering the callers rely on: `ensure_camera` before events of that camera, `event_started` before
 alerts and snapshots of that event (foreign keys); `alert()` before `save_snapshot()` so JPEG encoding
 never delays the alert commit. Every failure surfaces as `StoreError` with a one-line message.
+
+Full disk: a ballast file (`ballast.Reserve`, `data_dir/.reserve`) holds back a little space. A write
+that fails for lack of space deletes it and is tried once more, so alerts go on committing while
+someone frees space; sightings (`add_appearances`) and snapshot JPEGs never spend it, and snapshots
+pause until it is written again (`rearm_reserve`, also at the end of every `apply_retention`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import shutil
 import threading
@@ -23,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import numpy as np
 from sqlalchemy import Insert, Table, and_, func, insert, select, update
@@ -31,8 +37,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from edge.config.models import RetentionConfig, RuleConfig
+from edge.outbox.payloads import priority_of
 from edge.store import retention
-from edge.store.db import WRITE_OPTION, StoreError, dumps, guard, make_engine
+from edge.store.ballast import RESERVE_BYTES, RESERVE_NAME, Reserve, mib
+from edge.store.db import WRITE_OPTION, StoreError, dumps, guard, is_disk_full, make_engine
 from edge.store.migrations import migrate
 from edge.store.models import (
     MQTT,
@@ -59,6 +67,11 @@ DELETE_BATCH = 100
 """Events or snapshots deleted per transaction: retention must not hold the write lock for long."""
 RECLAIM_PAGES = 2048
 """Free pages handed back per reclaim (8 MiB of 4 KiB pages): bounds the time the write lock is held."""
+WAL_PAGES = 1000
+"""SQLite's default wal_autocheckpoint."""
+WAL_PAGES_ON_RESERVE = 32
+"""wal_autocheckpoint while the disk is full and alerts live on the reserve."""
+_WAL_PAGES_KEY = "reflex_wal_autocheckpoint"
 
 AppearanceRow = tuple[str | None, str, str, int | None, float, float, Box]
 """(event_id, camera, label, track_id, at, score, box)."""
@@ -128,15 +141,63 @@ def _box(box: Box | None) -> list[float] | None:
     return None if box is None else [float(v) for v in box]
 
 
+def _delivery_state(row: Any) -> dict:
+    """One outbox row as `alert_deliveries` shows it."""
+    if row.delivered_at is not None:
+        return {"state": "delivered", "at": row.delivered_at, "attempts": row.attempts}
+    if row.dropped_at is not None:
+        return {"state": "dropped", "at": row.dropped_at, "reason": row.drop_reason}
+    return {"state": "pending", "attempts": row.attempts, "queued_at": row.created_at}
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _spends_reserve(method: Callable[Concatenate[EventLog, P], R]) -> Callable[Concatenate[EventLog, P], R]:
+    """A write that, failing for lack of disk space, releases the reserve and is tried once more.
+
+    Safe to repeat: the failed attempt's transaction was rolled back as a whole.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: EventLog, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        releases = self._reserve.releases
+        try:
+            return method(self, *args, **kwargs)
+        except StoreError as exc:
+            if not is_disk_full(exc) or not self._reserve.release(releases):
+                raise
+        return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class EventLog:
     """Thread-safe facade over the event database and the snapshot folder under `data_dir`."""
 
-    def __init__(self, data_dir: Path) -> None:
-        """Open (or create) `data_dir/events.db` and `data_dir/snapshots`, migrating the schema."""
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        reserve_bytes: int = RESERVE_BYTES,
+        reserve_margin_bytes: int | None = None,
+    ) -> None:
+        """Open (or create) `data_dir/events.db` and `data_dir/snapshots`, migrating the schema.
+
+        `reserve_bytes`: size of the disk reserve `data_dir/.reserve`, written now if free space
+        covers it plus `reserve_margin_bytes` (default: the reserve's size again). 0 disables it and
+        leaves an existing reserve file alone: readers (the CLI) pass 0.
+        """
         self.data_dir = Path(data_dir)
         self.db_path = self.data_dir / "events.db"
         self.snapshot_dir = self.data_dir / "snapshots"
         self._lock = threading.Lock()
+        margin = reserve_bytes if reserve_margin_bytes is None else reserve_margin_bytes
+        self._reserve = Reserve(self.data_dir / RESERVE_NAME, reserve_bytes, margin)
+        self.disk_full = False
+        """True when the last write failed for lack of disk space and the reserve is used up (or
+        there is none): alerts are being held in memory. For the stats."""
         with guard(f"cannot open the event log in {self.data_dir}"):
             self.snapshot_dir.mkdir(parents=True, exist_ok=True)
             self._engine = make_engine(self.db_path)
@@ -147,14 +208,68 @@ class EventLog:
                 raise
         self._writer = sessionmaker(self._engine.execution_options(**{WRITE_OPTION: True}))
         self._reader = sessionmaker(self._engine)
+        if reserve_bytes and not self._reserve.arm():
+            log.warning(
+                "event log: not enough free space in %s for the %s MiB disk reserve; "
+                "it is written once there is",
+                self.data_dir,
+                mib(reserve_bytes),
+            )
+
+    # -- the disk reserve -----------------------------------------------------------------------
+
+    @property
+    def reserve_path(self) -> Path:
+        return self._reserve.path
+
+    @property
+    def reserve_bytes(self) -> int:
+        """The configured reserve size (0: none)."""
+        return self._reserve.size
+
+    @property
+    def reserve_armed(self) -> bool:
+        """The reserve file is on disk, ready to be given back."""
+        return self._reserve.armed
+
+    def rearm_reserve(self) -> bool:
+        """Write the reserve again if it was used and free space is back above reserve + margin;
+        returns whether it is armed. Snapshots resume once it is."""
+        if not self._reserve.size or self._reserve.armed:
+            return self._reserve.armed
+        if self._reserve.arm():
+            log.warning("event log: disk space is back; the %s MiB reserve is in place again",
+                        mib(self._reserve.size))  # fmt: skip
+        return self._reserve.armed
+
+    def _running_on_reserve(self) -> bool:
+        return self._reserve.size > 0 and self._reserve.releases > 0 and not self._reserve.armed
+
+    def _wal_budget(self, session: Session) -> None:
+        """While running on the reserve, checkpoint the WAL every few pages, so that it keeps being
+        rewritten from its start instead of growing into the reserve (each commit appends whole
+        pages: tens of KiB per alert); the reserve then goes to alert rows. Set per connection, and
+        only when it changes."""
+        pages = WAL_PAGES_ON_RESERVE if self._running_on_reserve() else WAL_PAGES
+        conn = session.connection()
+        if conn.info.get(_WAL_PAGES_KEY, WAL_PAGES) != pages:
+            conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint = {pages}")
+            conn.info[_WAL_PAGES_KEY] = pages
 
     # -- sessions -------------------------------------------------------------------------------
 
     @contextmanager
     def _write(self, what: str) -> Iterator[Session]:
         """One short write transaction, committed on exit (durable against a process crash)."""
-        with guard(what), self._lock, self._writer() as session, session.begin():
-            yield session
+        try:
+            with guard(what), self._lock, self._writer() as session, session.begin():
+                self._wal_budget(session)
+                yield session
+        except StoreError as exc:
+            if is_disk_full(exc):
+                self.disk_full = not self._reserve.armed
+            raise
+        self.disk_full = False
 
     @contextmanager
     def _read(self, what: str) -> Iterator[Session]:
@@ -164,6 +279,7 @@ class EventLog:
 
     # -- cameras, rules, events -----------------------------------------------------------------
 
+    @_spends_reserve
     def ensure_camera(self, name: str, source: str, *, detect: bool = True, alerts: bool = True) -> None:
         """Register a camera (or update its source) so events can reference it. `detect` and `alerts`
         are the switches' initial states; once a camera exists, its stored switches win."""
@@ -171,6 +287,7 @@ class EventLog:
         with self._write(f"cannot store camera {name!r}") as s:
             s.execute(_CAMERA_UPSERT, row)
 
+    @_spends_reserve
     def set_switch(self, camera: str, switch: str, on: bool) -> None:
         """Persist an MQTT switch (`detect` or `alerts`) so it survives a restart."""
         if switch not in ("detect", "alerts"):
@@ -184,6 +301,7 @@ class EventLog:
         with self._read("cannot read camera switches") as s:
             return {name: {"detect": bool(d), "alerts": bool(a)} for name, d, a in s.execute(stmt)}
 
+    @_spends_reserve
     def add_instruction(self, instruction_id: str, text: str, camera: str | None, origin: str) -> bool:
         """Store an instruction; False if that id was already stored (a QoS 1 re-delivery)."""
         row = {
@@ -198,16 +316,36 @@ class EventLog:
         with self._write(f"cannot store instruction {instruction_id!r}") as s:
             return s.execute(stmt).rowcount == 1
 
-    def ensure_rule(self, rule: RuleConfig) -> None:
-        """Record the rule as configured now, so events naming it can be explained later."""
+    @_spends_reserve
+    def ensure_rule(self, rule: RuleConfig, origin: str = "config") -> None:
+        """Record the rule as it is now (so events naming it can be explained later) with its origin:
+        'config' rules are only recorded, 'admin' and 'instruction' rules live here (see stored_rules)."""
         row = {
             "name": rule.name,
             "label": rule.label,
             "config": rule.model_dump(mode="json"),
             "updated_at": time.time(),
+            "origin": origin,
+            "removed_at": None,
         }
         with self._write(f"cannot store rule {rule.name!r}") as s:
             s.execute(_RULE_UPSERT, row)
+
+    def remove_rule(self, name: str) -> None:
+        """Mark a runtime rule removed; the row stays, so its old events stay explainable."""
+        with self._write(f"cannot remove rule {name!r}") as s:
+            s.execute(update(RULES).where(RULES.c.name == name).values(removed_at=time.time()))
+
+    def stored_rules(self) -> list[tuple[RuleConfig, str]]:
+        """The runtime rules (origin 'admin' or 'instruction') not removed, oldest first."""
+        stmt = (
+            select(RULES.c.config, RULES.c.origin)
+            .where(RULES.c.origin != "config", RULES.c.removed_at.is_(None))
+            .order_by(RULES.c.updated_at)
+        )
+        with self._read("cannot read stored rules") as s:
+            rows = list(s.execute(stmt))
+        return [(RuleConfig.model_validate(config), origin) for config, origin in rows]
 
     @staticmethod
     def _event_row(ev: EventRecord, ended_at: float | None) -> dict:
@@ -228,10 +366,12 @@ class EventLog:
             "updated_at": time.time(),
         }
 
+    @_spends_reserve
     def _write_event(self, ev: EventRecord, ended_at: float | None, what: str) -> None:
         with self._write(f"cannot store {what} of event {ev.id} (camera {ev.camera!r})") as s:
             s.execute(_EVENT_UPSERT, self._event_row(ev, ended_at))
 
+    @_spends_reserve
     def event_transition(
         self,
         ev: EventRecord,
@@ -239,6 +379,7 @@ class EventLog:
         message: tuple[str, dict, str] | None = None,
         *,
         sighting: bool = True,
+        delivered: bool = False,
     ) -> None:
         """Store a start/update/end, the sighting behind it and its outbox message in ONE commit.
 
@@ -263,7 +404,7 @@ class EventLog:
                 }
                 s.execute(insert(APPEARANCES), [seen])
             if message is not None and text is not None:
-                self._enqueue(s, "event", message[0], text, message[2])
+                self._enqueue(s, "event", message[0], text, message[2], delivered=delivered)
 
     def event_started(self, ev: EventRecord) -> None:
         """Insert the event (an upsert, so a repeated start after a restart is harmless)."""
@@ -300,26 +441,48 @@ class EventLog:
 
     @staticmethod
     def _enqueue(
-        session: Session, kind: str, topic: str, payload: str, message_id: str, channel: str = MQTT
+        session: Session,
+        kind: str,
+        topic: str,
+        payload: str,
+        message_id: str,
+        channel: str = MQTT,
+        *,
+        delivered: bool = False,
     ) -> int:
+        """`delivered`: the message already reached its channel from memory while the database was
+        failing; the row is the record of it, never sent again."""
+        now = time.time()
         row = {
             "channel": channel,
             "kind": kind,
+            "priority": int(priority_of(kind)),
             "topic": topic,
             "payload": payload,
             "message_id": message_id,
-            "created_at": time.time(),
+            "created_at": now,
             "attempts": 0,
+            "delivered_at": now if delivered else None,
         }
         return int(session.execute(_OUTBOX_INSERT, row).inserted_primary_key[0])
 
-    def alert(self, alert: AlertRecord, payload: dict, topic: str, push: Iterable[str] = ()) -> int:
+    @_spends_reserve
+    def alert(
+        self,
+        alert: AlertRecord,
+        payload: dict,
+        topic: str,
+        push: Iterable[str] = (),
+        *,
+        delivered: bool = False,
+    ) -> int:
         """Store the alert and its outbox rows in ONE committed transaction; returns the MQTT row's id.
 
         The commit is on the frame-to-alert latency path, so this does a few prepared statements and
         nothing else (no reads, no JPEG). The same alert id again (a phase change) updates the alert
         row and queues a new message with the same message_id. `push` names the push channels (from
-        the rule) that get a row of their own, with the same payload.
+        the rule) that get a row of their own, with the same payload. `delivered`: MQTT already
+        acknowledged it from memory (see `_enqueue`).
         """
         what = f"cannot store alert {alert.id} of event {alert.event_id}"
         text = _json_text(payload, what)
@@ -342,8 +505,9 @@ class EventLog:
             s.execute(_ALERT_UPSERT, row)
             for name in push:
                 self._enqueue(s, "alert", topic, text, alert.id, push_channel(name))
-            return self._enqueue(s, "alert", topic, text, alert.id)
+            return self._enqueue(s, "alert", topic, text, alert.id, delivered=delivered)
 
+    @_spends_reserve
     def enqueue(self, kind: str, topic: str, payload: dict, message_id: str) -> int:
         """Queue any other message (event transitions...) behind the alerts already queued."""
         what = f"cannot queue {kind} message {message_id}"
@@ -351,14 +515,20 @@ class EventLog:
         with self._write(what) as s:
             return self._enqueue(s, kind, topic, text, message_id)
 
-    def outbox_pending(self, limit: int = 100, channel: str = MQTT, after: int = 0) -> list[OutboxMessage]:
-        """Undelivered, not dropped messages of one channel in delivery (id) order, ids above `after`."""
+    def outbox_pending(
+        self, limit: int = 100, channel: str = MQTT, after: int = 0, priority: int | None = None
+    ) -> list[OutboxMessage]:
+        """Undelivered, not dropped messages of one channel in delivery (id) order, ids above `after`;
+        only those of one `priority` when given (the bus drains priorities in turn)."""
         cols = [OUTBOX.c[f.name] for f in fields(OutboxMessage)]
         where = and_(undelivered(), OUTBOX.c.channel == channel, OUTBOX.c.id > after)
+        if priority is not None:
+            where = and_(where, OUTBOX.c.priority == priority)
         stmt = select(*cols).where(where).order_by(OUTBOX.c.id).limit(limit)
         with self._read("cannot read the outbox") as s:
             return [OutboxMessage(**row._mapping) for row in s.execute(stmt)]
 
+    @_spends_reserve
     def mark_delivered(self, outbox_ids: list[int]) -> None:
         """Record the broker's acknowledgement; repeated acks keep the first time."""
         if not outbox_ids:
@@ -373,6 +543,7 @@ class EventLog:
                     .values(delivered_at=now)
                 )
 
+    @_spends_reserve
     def mark_attempt(self, outbox_id: int) -> None:
         """Count a publish attempt (for back-off and for spotting messages the broker keeps refusing)."""
         with self._write(f"cannot count an attempt for outbox message {outbox_id}") as s:
@@ -384,6 +555,7 @@ class EventLog:
         with self._read("cannot read the outbox") as s:
             return int(s.scalar(stmt) or 0)
 
+    @_spends_reserve
     def drop_unknown_push_channels(self, configured: set[str]) -> dict[str, int]:
         """Mark undelivered rows of push channels not in `configured` as dropped; channel -> count.
 
@@ -420,6 +592,9 @@ class EventLog:
             camera = s.scalar(select(EVENTS.c.camera).where(EVENTS.c.id == event_id))
         if camera is None:
             raise StoreError(f"{what}: no such event (event_started must come first)")
+        if self._running_on_reserve() and not self.rearm_reserve():
+            raise StoreError(f"{what}: the disk is full; snapshots wait until space is freed, "
+                             "the reserve is kept for alerts")  # fmt: skip
         try:
             jpeg = render_jpeg(image, box, label, score)
         except (ValueError, TypeError, AttributeError) as exc:
@@ -499,6 +674,60 @@ class EventLog:
         with self._read("cannot read alerts") as s:
             return [dict(row._mapping) for row in s.execute(stmt)]
 
+    def alert_deliveries(
+        self, limit: int = 50, camera: str | None = None, since: float | None = None
+    ) -> list[dict]:
+        """Alerts at or after `since`, newest first, each with `deliveries`: channel -> state.
+
+        Channels are the outbox's ('mqtt' first, then 'push:NAME' sorted), states one of
+        ``{"state": "delivered", "at": t, "attempts": n}``, ``{"state": "pending", "attempts": n,
+        "queued_at": t}``, ``{"state": "dropped", "at": t, "reason": text}``. An alert queued again
+        (a phase change) shows its newest message per channel. Channels whose rows retention already
+        pruned are absent.
+        """
+        stmt = select(ALERTS).order_by(ALERTS.c.at.desc(), ALERTS.c.id.desc()).limit(limit)
+        if camera is not None:
+            stmt = stmt.where(ALERTS.c.camera == camera)
+        if since is not None:
+            stmt = stmt.where(ALERTS.c.at >= since)
+        cols = (
+            OUTBOX.c.message_id,
+            OUTBOX.c.channel,
+            OUTBOX.c.created_at,
+            OUTBOX.c.attempts,
+            OUTBOX.c.delivered_at,
+            OUTBOX.c.dropped_at,
+            OUTBOX.c.drop_reason,
+        )
+        with self._read("cannot read alert deliveries") as s:  # one snapshot: alerts and their rows
+            alerts = [dict(row._mapping) for row in s.execute(stmt)]
+            states: dict[str, dict[str, dict]] = {a["id"]: {} for a in alerts}
+            ids = list(states)
+            for start in range(0, len(ids), retention.CHUNK):
+                chunk = ids[start : start + retention.CHUNK]
+                where = and_(OUTBOX.c.kind == "alert", OUTBOX.c.message_id.in_(chunk))
+                for m in s.execute(select(*cols).where(where).order_by(OUTBOX.c.id)):
+                    states[m.message_id][m.channel] = _delivery_state(m)  # newest row wins
+        for a in alerts:
+            found = states[a["id"]]
+            a["deliveries"] = {ch: found[ch] for ch in sorted(found, key=lambda c: (c != MQTT, c))}
+        return alerts
+
+    def outbox_backlog(self) -> dict[str, dict[str, int]]:
+        """What waits per channel: {'mqtt': {'alerts': 3, 'other': 5}, 'push:NAME': {...}}; channels
+        with nothing waiting are absent (an empty dict: everything delivered or dropped)."""
+        is_alert = (OUTBOX.c.kind == "alert").label("is_alert")
+        stmt = (
+            select(OUTBOX.c.channel, is_alert, func.count())
+            .where(undelivered())
+            .group_by(OUTBOX.c.channel, is_alert)
+        )
+        backlog: dict[str, dict[str, int]] = {}
+        with self._read("cannot read the outbox") as s:
+            for channel, alert, n in s.execute(stmt):
+                backlog.setdefault(channel, {"alerts": 0, "other": 0})["alerts" if alert else "other"] += n
+        return dict(sorted(backlog.items(), key=lambda item: (item[0] != MQTT, item[0])))
+
     # -- retention ------------------------------------------------------------------------------
 
     def apply_retention(
@@ -511,9 +740,17 @@ class EventLog:
         """Delete by age, then by disk space; undelivered outbox rows and their alerts always stay.
 
         `free_bytes` reports free bytes on the data disk (default: shutil.disk_usage); tests inject
-        one instead of filling a real disk. "MB" in `min_free_mb` means MiB.
+        one instead of filling a real disk. "MB" in `min_free_mb` means MiB. Last, however it went,
+        the disk reserve is written again if it was used and there is room for it.
         """
-        now = time.time() if now is None else now
+        try:
+            return self._apply_retention(cfg, time.time() if now is None else now, free_bytes)
+        finally:
+            self.rearm_reserve()
+
+    def _apply_retention(
+        self, cfg: RetentionConfig, now: float, free_bytes: Callable[[], int] | None
+    ) -> RetentionReport:
         report = RetentionReport()
         with self._write("outbox shedding failed") as s:
             report.shed_messages, report.shed_alerts = retention.shed_outbox(s, cfg.outbox_max_messages, now)

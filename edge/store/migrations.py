@@ -49,7 +49,26 @@ def _v2_outbox_channel(conn: Connection) -> None:
     )
 
 
-STEPS: list[tuple[int, Step]] = [(1, _v1_create_schema), (2, _v2_outbox_channel)]
+def _v3_priorities_and_rule_origin(conn: Connection) -> None:
+    """Outbox rows drain by priority (an alert never waits behind a large message); rules record where
+    they come from, and runtime rules (admin page, instructions) live in the rules table."""
+    conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN priority INTEGER NOT NULL DEFAULT 2")
+    conn.exec_driver_sql("UPDATE outbox SET priority = 0 WHERE kind = 'alert'")
+    conn.exec_driver_sql("UPDATE outbox SET priority = 1 WHERE kind = 'answer'")
+    conn.exec_driver_sql("DROP INDEX IF EXISTS ix_outbox_pending")
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_outbox_pending ON outbox (channel, priority, id) "
+        "WHERE delivered_at IS NULL AND dropped_at IS NULL"
+    )
+    conn.exec_driver_sql("ALTER TABLE rules ADD COLUMN origin VARCHAR NOT NULL DEFAULT 'config'")
+    conn.exec_driver_sql("ALTER TABLE rules ADD COLUMN removed_at FLOAT")
+
+
+STEPS: list[tuple[int, Step]] = [
+    (1, _v1_create_schema),
+    (2, _v2_outbox_channel),
+    (3, _v3_priorities_and_rule_origin),
+]
 LATEST = STEPS[-1][0]
 
 

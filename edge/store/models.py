@@ -42,7 +42,8 @@ class Camera(Base):
 
 
 class Rule(Base):
-    """The rule as configured when events named it, so old events stay explainable after edits."""
+    """Every rule the appliance has run: config rules as configured when events named it (so old events
+    stay explainable after edits), and the runtime rules (admin page, instructions) themselves."""
 
     __tablename__ = "rules"
 
@@ -50,6 +51,11 @@ class Rule(Base):
     label: Mapped[str] = mapped_column(String)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_at: Mapped[float] = mapped_column(Float)
+    origin: Mapped[str] = mapped_column(String, default="config", server_default=text("'config'"))
+    """'config' (the YAML file: recorded here, changed only there), 'admin' or 'instruction' (this
+    table is their home: they are loaded from here at start-up)."""
+    removed_at: Mapped[float | None] = mapped_column(Float)
+    """Set when an admin or instruction rule is removed; the row stays so old events stay explainable."""
 
 
 class Event(Base):
@@ -142,6 +148,7 @@ class Outbox(Base):
         Index(
             "ix_outbox_pending",
             "channel",
+            "priority",
             "id",
             sqlite_where=text("delivered_at IS NULL AND dropped_at IS NULL"),
         ),
@@ -156,6 +163,8 @@ class Outbox(Base):
     Each channel drains its own rows in id order, so a dead webhook never holds up MQTT."""
     kind: Mapped[str] = mapped_column(String)
     """'alert', 'event', ... (what the payload is)."""
+    priority: Mapped[int] = mapped_column(Integer, default=2, server_default=text("2"))
+    """Channels drain lower priorities first (alerts 0, answers 1, events 2, bulk 3), each in id order."""
     topic: Mapped[str] = mapped_column(String)
     payload: Mapped[str] = mapped_column(Text)
     message_id: Mapped[str] = mapped_column(String)

@@ -40,6 +40,21 @@ class RetentionReport:
     shed_alerts: int = 0
     """Undelivered alerts dropped for the same reason (only once no other message was left to shed)."""
 
+    def __str__(self) -> str:
+        """For the log: what was done, in words ('nothing to do' when nothing was)."""
+        parts = [
+            f"{self.events_deleted} events deleted" if self.events_deleted else "",
+            f"{self.snapshots_deleted} snapshots deleted ({self.bytes_freed / 1048576:.1f} MiB)"
+            if self.snapshots_deleted
+            else "",
+            f"{self.undelivered_kept} undelivered messages kept past the age limit"
+            if self.undelivered_kept
+            else "",
+            f"{self.shed_messages} event messages shed" if self.shed_messages else "",
+            f"{self.shed_alerts} alerts shed" if self.shed_alerts else "",
+        ]
+        return ", ".join(p for p in parts if p) or "nothing to do"
+
 
 def protected_events() -> Select[tuple[str]]:
     """Ids of events that have an alert still waiting in the outbox."""

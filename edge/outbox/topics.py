@@ -1,0 +1,95 @@
+"""The device's MQTT topics (DESIGN.md's MQTT table), all under `{prefix}/{device}/`.
+
+availability                      online/offline, retained, also the Last Will
+events, alerts                    JSON, QoS 1, from the outbox
+stats                             JSON, QoS 0, retained
+ask, answers                      instructions in, answers out
+blue/request, blue/result         blue-loop jobs out, results in
+{camera}/{label}                  current count, retained
+{camera}/snapshot                 JPEG of the latest alert, retained
+{camera}/status                   camera online/offline, retained
+{camera}/active/{rule}            ON while an event of that rule is open, retained
+{camera}/{detect|alerts}/set      switch commands in (ON/OFF)
+{camera}/{detect|alerts}/state    switch states, retained
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    prefix: str
+    device: str
+
+    def __call__(self, *parts: str) -> str:
+        return "/".join((self.prefix, self.device, *parts))
+
+    @property
+    def root(self) -> str:
+        return self()
+
+    @property
+    def availability(self) -> str:
+        return self("availability")
+
+    @property
+    def events(self) -> str:
+        return self("events")
+
+    @property
+    def alerts(self) -> str:
+        return self("alerts")
+
+    @property
+    def stats(self) -> str:
+        return self("stats")
+
+    @property
+    def ask(self) -> str:
+        return self("ask")
+
+    @property
+    def answers(self) -> str:
+        return self("answers")
+
+    @property
+    def blue_request(self) -> str:
+        return self("blue", "request")
+
+    @property
+    def blue_result(self) -> str:
+        return self("blue", "result")
+
+    @property
+    def switch_commands(self) -> str:
+        """Filter matching every camera's `{switch}/set`."""
+        return self("+", "+", "set")
+
+    def count(self, camera: str, label: str) -> str:
+        return self(camera, label)
+
+    def snapshot(self, camera: str) -> str:
+        return self(camera, "snapshot")
+
+    def status(self, camera: str) -> str:
+        return self(camera, "status")
+
+    def active(self, camera: str, rule: str) -> str:
+        return self(camera, "active", rule)
+
+    def switch_state(self, camera: str, switch: str) -> str:
+        return self(camera, switch, "state")
+
+    def switch_set(self, camera: str, switch: str) -> str:
+        return self(camera, switch, "set")
+
+    def camera_filters(self) -> tuple[str, ...]:
+        """Filters covering every retained per-camera topic: {camera}/x and {camera}/x/y."""
+        return self("+", "+"), self("+", "+", "+")
+
+    def relative(self, topic: str) -> list[str] | None:
+        """The levels of `topic` below the device root, or None when it is not one of ours."""
+        root = self.root + "/"
+        return topic[len(root) :].split("/") if topic.startswith(root) else None

@@ -1,0 +1,38 @@
+"""The one loop body from a camera's frames to its red loop, shared by `edge run` and `edge scan`.
+
+A `Camera` (capture thread, newest frame wins, or lossless for an offline scan) hands frames over;
+this feeds them to the red loop until it is told to stop or the source ends for good. At the end of
+a finite source the camera's open events end there, and the log says the source ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from edge.capture import Camera
+from edge.redloop import RedLoop
+
+log = logging.getLogger("edge.pipeline")
+
+GET_TIMEOUT_S = 0.5
+"""How long one wait for a frame lasts: the stop flag and the end of a source are seen this quickly."""
+
+
+def feed(camera: Camera, loop: RedLoop, stop: threading.Event) -> None:
+    """Frames of `camera` into `loop` until `stop` or the end of a finite source."""
+    still: bool | None = None
+    while not stop.is_set():
+        frame = camera.get(timeout=GET_TIMEOUT_S)
+        if frame is None:
+            if camera.finished:
+                loop.finish("source ended")
+                return
+            continue
+        if still is None:
+            still = camera.still
+            loop.set_still(still)
+        try:
+            loop.process(frame)
+        except Exception:  # one bad frame must not stop a camera's red loop
+            log.exception("red loop error on %s frame %d; continuing", camera.name, frame.index)
