@@ -176,12 +176,18 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return status
 
 
-def cmd_events(args: argparse.Namespace) -> int:
+def _open_log(args: argparse.Namespace) -> EventLog:
+    """The event log of --data, or of the config's data_dir, opened as a reader (it leaves the running
+    appliance's disk reserve alone)."""
     cfg, base = load_config(args.config)
     data = Path(args.data) if args.data else (Path(base) / cfg.data_dir)
     if not (data / "events.db").exists():
         raise ConfigError(f"no event log in {data}")
-    log_ = EventLog(data, reserve_bytes=0)  # a reader: leaves the appliance's disk reserve alone
+    return EventLog(data, reserve_bytes=0)
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    log_ = _open_log(args)
     try:
         rows = log_.events(limit=args.limit, camera=args.camera, label=args.label)
         backlog = {} if args.json else log_.outbox_backlog()
@@ -219,11 +225,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     """Alerts, newest first, and what became of each on every channel (MQTT, push)."""
     from datetime import datetime
 
-    cfg, base = load_config(args.config)
-    data = Path(args.data) if args.data else (Path(base) / cfg.data_dir)
-    if not (data / "events.db").exists():
-        raise ConfigError(f"no event log in {data}")
-    log_ = EventLog(data, reserve_bytes=0)  # a reader: leaves the appliance's disk reserve alone
+    log_ = _open_log(args)
     try:
         rows = log_.alert_deliveries(limit=args.limit, camera=args.camera)
     finally:

@@ -48,7 +48,7 @@ class Journal:
     ) -> None:
         self.log = events
         self.topics = topics
-        self.memory = memory or MemoryQueue()
+        self.memory = memory if memory is not None else MemoryQueue()
         self.push: dict[str, tuple[str, ...]] = {}
         """Rule name -> the push channels that get its alerts (default --watch rules have none)."""
         self.rules_changed(rules)

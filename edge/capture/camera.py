@@ -86,6 +86,7 @@ class Camera:
         self._last_pts: float | None = None
         self._last_arrival = 0.0
         self._still: bool | None = None  # known once a source opened
+        self._lossless = False
 
     def start(self) -> None:
         """Start the capture thread (a disabled camera stays idle)."""
@@ -114,6 +115,10 @@ class Camera:
             frame, self._slot = self._slot, None
             if frame is not None:
                 self._cond.notify_all()  # a lossless reader waits for the slot to empty
+                if self._lossless:
+                    # An offline scan reads ahead of its consumer: the frame "arrives" when the red loop
+                    # can take it (as if decoded just now), not when it was read ahead into the slot.
+                    frame.arrived = time.monotonic() - frame.decode_ms / 1000.0
             return frame
 
     @property
@@ -185,7 +190,7 @@ class Camera:
             self._still = source.still
         try:
             self._set_online(True, "connected")
-            lossless = not source.is_live and not self.cfg.realtime
+            lossless = self._lossless = not source.is_live and not self.cfg.realtime
             paced = not source.is_live and self.cfg.realtime
             index_base, pts_base = self._continuation()
             anchor: tuple[float, float] | None = None

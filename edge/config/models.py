@@ -378,7 +378,9 @@ class MqttConfig(Strict):
     client_id: str | None = None
     """Default: reflex-{device id}."""
     reconnect_min_s: float = Field(0.5, gt=0)
-    reconnect_max_s: float = Field(30.0, gt=0)
+    reconnect_max_s: float = Field(1.5, gt=0)
+    """Longest wait between tries to reach the broker: alerts flow again within ~2 s of its return.
+    A refused connection (credentials) is retried no faster than every 30 s whatever this says."""
     discovery: bool = True
     """Publish Home Assistant MQTT discovery configs."""
     discovery_prefix: str = "homeassistant"
