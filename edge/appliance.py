@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from edge.bus.state import RetainedState
 from edge.capture import Camera
 from edge.config import ConfigError, EdgeConfig
 from edge.control import Control
+from edge.housekeeping import Housekeeping
 from edge.journal import Journal
 from edge.live import LiveView
 from edge.outbox import MemoryQueue, Topics, event_message
@@ -37,9 +37,6 @@ from edge.types import Frame
 from edge.wiring import known_labels, needs_objects
 
 log = logging.getLogger("edge.appliance")
-
-RETENTION_EVERY_S = 600.0
-LOG_STATS_EVERY_S = 60.0
 
 
 class Appliance:
@@ -154,7 +151,8 @@ class Appliance:
         self.push_workers = start_push_workers(self.events, self.cfg, self.stop_event)
         if self.bus is not None:
             self.bus.start()
-        self._spawn("housekeeping", self._housekeeping)
+        chores = Housekeeping(self.cfg, self.events, self.journal, self.cameras, self.loops, self.retained)
+        self._spawn("housekeeping", chores.run, self.stop_event)
         log.info(
             "running %d camera(s), data in %s, outbox depth %d%s",
             len(self.cameras),
@@ -265,57 +263,6 @@ class Appliance:
         """The capture thread logs the change itself; here it only becomes retained state."""
         if self.retained is not None:
             self.retained.camera_status(camera, online)
-
-    def _housekeeping(self) -> None:
-        """Retention every RETENTION_EVERY_S; held transitions retried and stats to MQTT every
-        stats_every_s, stats to the log every minute."""
-        every = min(LOG_STATS_EVERY_S, self.cfg.mqtt.stats_every_s) if self.retained else LOG_STATS_EVERY_S
-        every = min(every, 5.0)  # held transitions are retried at least this often
-        last_retention = last_log = float("-inf")
-        while not self.stop_event.wait(every if last_retention > float("-inf") else 1.0):
-            now = time.monotonic()
-            self.journal.retry()
-            if now - last_retention >= RETENTION_EVERY_S:
-                last_retention = now
-                try:
-                    self.events.apply_retention(self.cfg.retention)  # it logs what it did, if anything
-                except StoreError as exc:
-                    log.error("retention failed: %s", exc)
-            to_log = now - last_log >= LOG_STATS_EVERY_S
-            if to_log:
-                last_log = now
-            try:
-                self._report_stats(to_log)
-            except Exception:  # stats are never worth stopping retention for
-                log.exception("stats report failed; trying again next time")
-
-    def _report_stats(self, to_log: bool) -> None:
-        cameras: dict[str, dict[str, object]] = {}
-        for name, camera in self.cameras.items():
-            loop = self.loops[name]
-            s = camera.stats
-            infer = loop.times.get("infer")
-            median = infer.recent_median() if infer is not None else None
-            cameras[name] = {
-                "fps": round(s.fps, 2),
-                "gate_skip_ratio": round(loop.gate.stats.skip_ratio, 4),
-                "inference_ms": round(median, 2) if median is not None else None,
-                "dropped_frames": s.dropped,
-                "online": s.online,
-            }
-            if to_log:
-                skip = 100 * loop.gate.stats.skip_ratio
-                log.info("stats %s: %.1f fps, %d frames, %d dropped, gate skip %.0f%%, online=%s",
-                         name, s.fps, loop.frames, s.dropped, skip, s.online)  # fmt: skip
-        if self.retained is not None:
-            held = self.journal.held_count
-            try:
-                depth, dropped = self.events.outbox_depth(), self.events.outbox_dropped()
-            except StoreError:
-                depth, dropped = 0, 0
-            disk_full = bool(held) or bool(getattr(self.events, "disk_full", False))
-            self.retained.stats(cameras, depth + held, dropped + self.journal.shed, outbox_held=held,
-                                disk_full=disk_full)  # fmt: skip
 
 
 class _Wake:

@@ -129,7 +129,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge.wiring import build_rules
 
     cfg, base = load_config(args.config)
-    cfg = _apply_run_flags(_apply_common(cfg, args), args)
+    cfg = _apply_common(cfg, args)
+    build_rules(cfg, base)  # problems in the file's rules are reported with their lines, before the flags
+    cfg = _apply_run_flags(cfg, args)
     if not cfg.cameras:
         raise ConfigError("no cameras: add one with --camera NAME=SOURCE or under `cameras:` in the config")
     rules = build_rules(cfg, base)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import queue
 import time
-import uuid
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
@@ -18,7 +17,7 @@ from paho.mqtt.enums import MQTTProtocolVersion
 
 from edge.bus.mqtt import BusConfigError, new_client, parse_endpoint
 from edge.config.models import MqttConfig
-from edge.outbox import Topics
+from edge.outbox import Topics, new_ask_id
 
 FINAL = ("answer", "result", "error")
 
@@ -33,7 +32,7 @@ def ask(
 ) -> int:
     """Ask and print; returns the exit status (0: answered or acknowledged, 1: no reply, 3: error)."""
     endpoint = parse_endpoint(cfg)
-    ask_id = f"cli-{uuid.uuid4().hex[:12]}"
+    ask_id = new_ask_id("cli")
     topics = Topics(cfg.prefix, device)
     answers_topic = topics.answers
     received: queue.Queue[dict] = queue.Queue()

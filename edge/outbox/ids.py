@@ -17,9 +17,9 @@ def new_id() -> str:
     return f"{time.time_ns() // 1_000_000:x}-{secrets.token_hex(4)}"
 
 
-def new_ask_id() -> str:
-    """For an ask that came without an id (it is returned in every answer)."""
-    return f"ask-{uuid.uuid4().hex[:12]}"
+def new_ask_id(kind: str = "ask") -> str:
+    """For an ask that came without an id (it is returned in every answer); `edge ask` uses 'cli'."""
+    return f"{kind}-{uuid.uuid4().hex[:12]}"
 
 
 def new_job_id() -> str:
