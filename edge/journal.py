@@ -30,6 +30,8 @@ HELD_MAX = 10_000
 """Transitions held in memory while the database is failing; alerts are never the ones shed."""
 HELD_FRAMES = 32
 """Held alerts that keep their frame for a snapshot written later (a frame is megabytes)."""
+HELD_REPORT_EVERY = 50
+"""While transitions are held, say so again every this many."""
 SNAPSHOTS_QUEUED = 32
 """Snapshots waiting for the JPEG writer; past this a snapshot is skipped, never an alert."""
 
@@ -96,7 +98,7 @@ class Journal:
         if self.held:
             self.retry()
             if self.held:
-                self._hold(transition, frame, "the event log is still failing")
+                self._hold(transition, frame)
                 return
         try:
             self._write(transition, frame)
@@ -104,7 +106,7 @@ class Journal:
             log.error(
                 "event log write failed, holding %s in memory (MQTT still gets it): %s", transition.kind, exc
             )
-            self._hold(transition, frame, str(exc))
+            self._hold(transition, frame)
 
     def retry(self) -> None:
         """Write held transitions, oldest first, until one fails (called from any thread)."""
@@ -157,7 +159,7 @@ class Journal:
             if self.on_snapshot is not None:
                 self.on_snapshot(alert.camera, self.log.snapshot_dir / ev.snapshot)
 
-    def _hold(self, tr: Transition, frame: Frame, why: str) -> None:
+    def _hold(self, tr: Transition, frame: Frame) -> None:
         is_alert = tr.kind == "alert" and tr.alert is not None
         if is_alert:
             assert tr.alert is not None
@@ -179,3 +181,6 @@ class Journal:
             with_frames = sum(1 for h in self.held if h.frame is not None)
             keep = frame if is_alert and with_frames < HELD_FRAMES else None
             self.held.append(_Held(tr, keep, self.memory.put(message)))
+            if len(self.held) % HELD_REPORT_EVERY == 0:
+                log.error("event log still failing: %d transitions held in memory (MQTT still gets them)",
+                          len(self.held))  # fmt: skip

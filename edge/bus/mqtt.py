@@ -59,6 +59,8 @@ WINDOW = 64
 few enough that a reconnect re-sends little."""
 ALERT_EXTRA = 16
 """In-flight slots only alerts may use: a window full of events or jobs never holds an alert back."""
+UNRECORDED_MAX = 100_000
+"""Acknowledgements kept for a later commit while the event log refuses writes (full disk)."""
 ACK_FLUSH_S = 0.05
 """PUBACKs are committed in batches at most this old: one commit for many acks."""
 CONNECT_TIMEOUT_S = 10.0
@@ -197,7 +199,7 @@ class Bus:
         self.topics = topics
         self.device = topics.device
         self.events = events
-        self.memory = memory or MemoryQueue()
+        self.memory = memory if memory is not None else MemoryQueue()
         self.endpoint = parse_endpoint(cfg)
         self.on_ack: Callable[[list[tuple[str, float]]], None] | None = None
         """Called (bus thread) with (message id, time.monotonic() of its PUBACK) once recorded."""
@@ -222,6 +224,8 @@ class Bus:
         self._threads: list[threading.Thread] = []
         self._tls_context = tls_context(cfg) if self.endpoint.tls else None
         self._backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s)
+        self._unrecorded: list[int] = []
+        """Outbox ids acknowledged by the broker whose delivery the event log could not record yet."""
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -457,13 +461,14 @@ class Bus:
         for source, ref, _, _ in acked:
             if source == "mem":
                 self.memory.ack(ref)
-        rows = [ref for source, ref, _, _ in acked if source == "db"]
+        rows = self._unrecorded + [ref for source, ref, _, _ in acked if source == "db"]
         try:
             self.events.mark_delivered(rows)
+            self._unrecorded = []
         except StoreError as exc:
-            # Not marked: sent again after the next reconnect or restart (consumers de-duplicate).
-            log.error("MQTT: cannot record %d acknowledgements: %s", len(rows), exc)
-            return
+            # Kept and recorded with the next batch; sent again if we restart first (consumers de-duplicate).
+            log.error("MQTT: cannot record %d acknowledgements yet: %s", len(rows), exc)
+            self._unrecorded = rows[-UNRECORDED_MAX:]
         if self.on_ack is not None:
             self.on_ack([(message_id, at) for _, _, message_id, at in acked])
 

@@ -63,3 +63,8 @@ class MemoryQueue:
     def __len__(self) -> int:
         with self._lock:
             return sum(1 for h in self._items.values() if not h.acked)
+
+    def __bool__(self) -> bool:
+        """Always true, even when empty: `__len__` alone would make an empty queue falsy, and
+        `memory or MemoryQueue()` (journal, bus) would then replace the shared queue with its own."""
+        return True
