@@ -24,6 +24,7 @@ from edge.capture import Camera, open_source
 from edge.config import CameraConfig, EdgeConfig
 from edge.journal import Journal
 from edge.outbox import Topics
+from edge.outbox.payloads import rounded_box
 from edge.pipeline import feed
 from edge.redloop import RedLoop
 from edge.rules import Rule, Transition
@@ -57,7 +58,7 @@ class JsonLines:
                 "frame": tr.frame,
                 "pts": round(tr.pts, 3),
                 "score": round(ev.score, 3),
-                "box": [round(v, 1) for v in ev.box] if ev.box is not None else None,
+                "box": rounded_box(ev.box),
                 "camera": ev.camera,
             }
         if frame.origin is not None:  # a folder of pictures: which one this line is about

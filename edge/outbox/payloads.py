@@ -56,7 +56,8 @@ class Message:
         return priority_of(self.kind)
 
 
-def _box(box: Box | None) -> list[float] | None:
+def rounded_box(box: Box | None) -> list[float] | None:
+    """A box as every payload carries it: pixels to 0.1."""
     return [round(v, 1) for v in box] if box is not None else None
 
 
@@ -69,7 +70,7 @@ def event_payload(record: EventRecord, transition: str) -> dict[str, Any]:
         "label": record.label,
         "rule": record.rule,
         "score": round(record.score, 3),
-        "box": _box(record.box),
+        "box": rounded_box(record.box),
         "zones": list(record.zones),
         "started_at": record.started_at,
         "ended_at": record.ended_at,
