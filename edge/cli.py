@@ -138,7 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     appliance = Appliance(cfg, base, rules)
 
     def _stop(signum: int, _frame: object) -> None:
-        if not appliance.stop_event.is_set():  # said once, however many signals arrive (timeout(1) sends two)
+        if not appliance.stop_event.is_set():  # said once, however many signals arrive
             log.info("%s: stopping (open events end, queued messages go out first)", signal.Signals(signum).name)
         appliance.stop_event.set()
 
