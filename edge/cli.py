@@ -139,7 +139,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def _stop(signum: int, _frame: object) -> None:
         if not appliance.stop_event.is_set():  # said once, however many signals arrive
-            log.info("%s: stopping (open events end, queued messages go out first)", signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            log.info("%s: stopping (open events end, queued messages go out first)", name)
         appliance.stop_event.set()
 
     signal.signal(signal.SIGTERM, _stop)
