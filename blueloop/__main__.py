@@ -1,0 +1,5 @@
+import sys
+
+from blueloop.cli import main
+
+sys.exit(main())
