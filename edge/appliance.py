@@ -24,7 +24,9 @@ from edge.bus.state import RetainedState
 from edge.capture import Camera
 from edge.config import ConfigError, EdgeConfig
 from edge.control import Control
+from edge.delegate import Delegate
 from edge.housekeeping import Housekeeping
+from edge.instructions import Router
 from edge.journal import Journal
 from edge.live import LiveView
 from edge.outbox import MemoryQueue, Topics, event_message
@@ -62,6 +64,7 @@ class Appliance:
         try:
             self._init_control()
             self._init_bus()
+            self._init_delegate()
         except BaseException:
             self._close_store()
             raise
@@ -110,6 +113,14 @@ class Appliance:
         self.journal.on_snapshot = self.retained.snapshot
         self.control.on_rules_changed = self._announce_to_home_assistant
 
+    def _init_delegate(self) -> None:
+        """The blue-loop client: delegated jobs go out through the outbox (bulk priority, after the
+        alerts), results come back on blue/result and answer their asks."""
+        self.delegate = Delegate(self.events, self.topics, self.control, self.live)
+        self.control.delegate = self.delegate
+        if self.bus is not None:
+            self.delegate.subscribe(self.bus)
+
     def _init_cameras(self) -> None:
         sinks: list[Sink] = [self.journal] if self.retained is None else [self.journal, self.retained]
         sinks += [*self.observers, _Wake(self._wake_deliverers)]
@@ -122,6 +133,12 @@ class Appliance:
             self.cameras[name] = Camera(name, cam_cfg, on_status=self._camera_status)
         self.control.attach(self.loops, self.retained)
         self.control.apply_stored_switches()
+
+    def _init_instructions(self) -> None:
+        """Asks in plain words: rules, questions, memory, control, delegated work."""
+        zones = {name: dict(cam.zones) for name, cam in self.cfg.cameras.items() if cam.zones}
+        self.router = Router(self.control, self.live, self.events, self.control.known_labels, zones)
+        self.control.router = self.router
 
     def _init_retained_state(self) -> None:
         if self.retained is None:
@@ -143,12 +160,14 @@ class Appliance:
     def start(self) -> None:
         self._end_orphaned_events()
         self._init_cameras()
+        self._init_instructions()
         self._init_retained_state()
         for name, camera in self.cameras.items():
             camera.start()
             self._spawn(f"redloop-{name}", feed, camera, self.loops[name], self.stop_event)
         self._drop_removed_push_channels()
         self.push_workers = start_push_workers(self.events, self.cfg, self.stop_event)
+        self.delegate.start()
         if self.bus is not None:
             self.bus.start()
         chores = Housekeeping(self.cfg, self.events, self.journal, self.cameras, self.loops, self.retained)
@@ -179,12 +198,15 @@ class Appliance:
             thread.join(timeout=5)
         for loop in self.loops.values():
             loop.finish()
+        if getattr(self, "router", None) is not None:
+            self.router.close()
         self.journal.close()
         for worker in self.push_workers:
             worker.notify()  # out of its idle wait: it sees the stop at once
             worker.join(timeout=5)
         if self.retained is not None:
             self.retained.at_stop(sorted(self.loops))
+        self.delegate.stop()
         if self.bus is not None:
             self.bus.stop()
         self.journal.report_unsaved()

@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer")
     ask.add_argument("--json", action="store_true", help="print each answer as JSON")
 
+    explain = sub.add_parser("explain", help="print what the instruction router would do with TEXT (JSON)")
+    explain.add_argument("text", help='e.g. "Alert me immediately if a fire breaks out"')
+    explain.add_argument("--camera", help="the camera the instruction is about")
+    explain.add_argument("--config", help="YAML config file (its cameras, zones and rules are known)")
+
     events = sub.add_parser("events", help="list the event log")
     events.add_argument("--config", help="YAML config file")
     events.add_argument("--data", help="data folder (default: the config's data_dir)")
@@ -72,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     alerts.add_argument("--camera")
     alerts.add_argument("--limit", type=int, default=50)
     alerts.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
+
+    asks = sub.add_parser("asks", help="list the instructions, their answers and blue-loop jobs")
+    asks.add_argument("--config", help="YAML config file")
+    asks.add_argument("--data", help="data folder (default: the config's data_dir)")
+    asks.add_argument("--limit", type=int, default=50)
+    asks.add_argument("--json", action="store_true", help="JSON Lines instead of a list")
     return parser
 
 
@@ -130,11 +141,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg, base = load_config(args.config)
     cfg = _apply_common(cfg, args)
-    build_rules(cfg, base)  # problems in the file's rules are reported with their lines, before the flags
+    build_rules(cfg, base, allow_empty=True)  # the file's rule problems, with their lines, before the flags
     cfg = _apply_run_flags(cfg, args)
     if not cfg.cameras:
         raise ConfigError("no cameras: add one with --camera NAME=SOURCE or under `cameras:` in the config")
-    rules = build_rules(cfg, base)
+    rules = build_rules(cfg, base, allow_empty=True)
+    if not rules:
+        log.info('watching for nothing yet: waiting for instructions (e.g. "alert me if a fire breaks out")')
     appliance = Appliance(cfg, base, rules)
 
     def _stop(signum: int, _frame: object) -> None:
@@ -178,6 +191,20 @@ def cmd_ask(args: argparse.Namespace) -> int:
     elif status == 0 and ran_out:
         print(f"edge: acknowledged; no final answer within {args.timeout:g} s", file=sys.stderr)
     return status
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """What the router would do with a text, as one JSON object, without doing it (DESIGN.md)."""
+    from edge.instructions import Context, parse
+    from edge.wiring import build_rules, known_labels
+
+    cfg, base = load_config(args.config)
+    rules = build_rules(cfg, base, allow_empty=True)
+    zones = {name: dict(cam.zones) for name, cam in cfg.cameras.items() if cam.zones}
+    known = tuple((r.name, r.label, tuple(r.cfg.cameras) if r.cfg.cameras else None, "config") for r in rules)
+    ctx = Context(frozenset(known_labels(cfg, base)), tuple(cfg.cameras), zones, known)
+    print(json.dumps(parse(args.text, args.camera, ctx).contract()))
+    return 0
 
 
 def _open_log(args: argparse.Namespace) -> EventLog:
@@ -272,6 +299,39 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_asks(args: argparse.Namespace) -> int:
+    """Instructions, newest first, with their answers and their blue-loop jobs."""
+    log_ = _open_log(args)
+    try:
+        rows = log_.asks(limit=args.limit)
+    finally:
+        log_.close()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, default=str))
+        return 0
+
+    def job_line(job: dict) -> str:
+        took = f", {job['elapsed_ms']:.0f} ms" if job.get("elapsed_ms") is not None else ""
+        tries = job.get("attempts") or 0
+        sent = f", {tries} requests" if tries > 1 else ""
+        return f"job {job['job_id']} {job['kind']}: {job['status']}{took}{sent}"
+
+    for row in rows:
+        camera = f" [{row['camera']}]" if row.get("camera") else ""
+        head = f"{_clock(row['received_at'])}  {row['origin']:6} {row['status']:10} {row['id']}{camera}"
+        print(f"{head}: {row['text']}")
+        for answer in row["answers"]:
+            at = _clock(answer["queued_at"])[11:]
+            job = f" ({answer['job_id']})" if answer.get("job_id") else ""
+            print(f"    {at}  {answer['kind']:10} {answer['text']}{job}")
+        for job in row["jobs"]:
+            print(f"    {job_line(job)}")
+    if not rows:
+        print("(no instructions)")
+    return 0
+
+
 def _clock(epoch: float | None) -> str:
     from datetime import datetime
 
@@ -285,7 +345,15 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    commands = {"scan": cmd_scan, "run": cmd_run, "ask": cmd_ask, "events": cmd_events, "alerts": cmd_alerts}
+    commands = {
+        "scan": cmd_scan,
+        "run": cmd_run,
+        "ask": cmd_ask,
+        "explain": cmd_explain,
+        "events": cmd_events,
+        "alerts": cmd_alerts,
+        "asks": cmd_asks,
+    }
     try:
         return commands[args.command](args)
     except (ConfigError, SourceError, ModelError, BackendError, StoreError) as exc:

@@ -16,14 +16,17 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge.config.models import RuleConfig
 from edge.journal import Journal
-from edge.outbox import SWITCHES, Topics, answer_message, new_ask_id
+from edge.outbox import SWITCHES, Topics, answer_message, new_ask_id, new_job_id
 from edge.redloop import Detector, RedLoop
 from edge.rules import AREA_LABELS, Rule
 from edge.store import EventLog, StoreError
+
+if TYPE_CHECKING:
+    from edge.delegate import Delegate
 
 log = logging.getLogger("edge.control")
 
@@ -39,6 +42,13 @@ class ControlError(ValueError):
 class RuleEntry:
     rule: Rule
     origin: str
+
+
+class AskRouter(Protocol):
+    """What the control surface needs of the instruction router."""
+
+    def route(self, text: str, camera: str | None) -> Any: ...
+    def execute(self, ask_id: str, text: str, decision: Any, job_id: str | None) -> None: ...
 
 
 class StateSink:
@@ -75,9 +85,11 @@ class Control:
         self.state: StateSink | None = None
         self.on_rules_changed: Callable[[], None] | None = None
         """Called after any rule change (the appliance re-announces Home Assistant discovery)."""
-        self.on_ask: Callable[[str, str, str | None, str], None] | None = None
-        """The instruction router, once there is one: (ask id, text, camera, origin); it answers
-        through `answer()`. Without one, an ask gets its `ack` and is stored."""
+        self.router: AskRouter | None = None
+        """The instruction router (edge.instructions): decides what an ask is, then answers it through
+        `answer()`. Without one, an ask gets its `ack` and is stored."""
+        self.delegate: Delegate | None = None
+        """The blue-loop client (edge.delegate), set by the appliance: `delegate.submit(...)`."""
         self._rules: dict[str, RuleEntry] = {}
         self._lock = threading.RLock()
 
@@ -259,9 +271,14 @@ class Control:
             self.events.add_instruction(ask_id, text, camera, origin)
         except StoreError as exc:
             raise ControlError(f"cannot store the instruction: {exc}") from None
-        self.answer(ask_id, "ack", ACK_TEXT)
-        if self.on_ask is not None:
-            self.on_ask(ask_id, text, camera, origin)
+        router = self.router
+        if router is None:
+            self.answer(ask_id, "ack", ACK_TEXT)
+            return ask_id
+        decision = router.route(text, camera)  # pure and quick: the ack still leaves at once
+        job_id = new_job_id() if decision.kind == "delegate" else None
+        self.answer(ask_id, "ack", ACK_TEXT, **({"job_id": job_id} if job_id else {}))
+        router.execute(ask_id, text, decision, job_id)
         return ask_id
 
     def answer(self, ask_id: str | None, kind: str, text: str, **extra: Any) -> None:

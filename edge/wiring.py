@@ -25,7 +25,7 @@ def known_labels(cfg: EdgeConfig, base_dir: Path) -> set[str]:
     return set(load_manifest(manifest).labels) | AREA_LABELS
 
 
-def build_rules(cfg: EdgeConfig, base_dir: Path) -> list[Rule]:
+def build_rules(cfg: EdgeConfig, base_dir: Path, *, allow_empty: bool = False) -> list[Rule]:
     """The config's rules plus a default rule for each watched label no rule covers.
 
     Labels are known only from the model manifest, so they are checked here rather than when loading;
@@ -44,7 +44,7 @@ def build_rules(cfg: EdgeConfig, base_dir: Path) -> list[Rule]:
         raise ConfigError.listing(problems, files.pop() if len(files) == 1 else None)
     covered = {r.label for r in cfg.rules}
     configs = list(cfg.rules) + default_rules([w for w in cfg.watch if w not in covered], cfg.fire)
-    if not configs:
+    if not configs and not allow_empty:  # `edge run` may start empty and wait for instructions
         raise ConfigError("nothing to watch: give --watch LABELS or rules in the config")
     return [Rule(c) for c in configs]
 

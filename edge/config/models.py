@@ -221,6 +221,16 @@ class DeviceConfig(Strict):
         return _check_name(v, "device id")
 
 
+def check_polygon(v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """A zone polygon: at least 3 points, in relative coordinates (0-1)."""
+    if len(v) < 3:
+        raise ValueError("a zone needs at least 3 points")
+    for x, y in v:
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise ValueError(f"zone point ({x}, {y}) is outside 0..1 (relative coordinates)")
+    return v
+
+
 class CameraConfig(Strict):
     source: str
     """File, folder, image, rtsp://, http(s)://, usb:N / /dev/videoN, or csi://N (jetson-utils)."""
@@ -233,6 +243,17 @@ class CameraConfig(Strict):
     alerts: bool = True
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
+    zones: dict[str, list[tuple[float, float]]] = Field(default_factory=dict)
+    """Named zones of this camera's picture (polygons, relative 0-1): instructions name them ("the
+    loading dock"), rules copy their polygon."""
+
+    @field_validator("zones")
+    @classmethod
+    def _zones(cls, v: dict[str, list[tuple[float, float]]]) -> dict[str, list[tuple[float, float]]]:
+        for name, polygon in v.items():
+            _check_name(name, "zone name")
+            check_polygon(polygon)
+        return v
 
 
 class GateConfig(Strict):
@@ -298,6 +319,8 @@ class RuleConfig(Strict):
     """Smallest box area as a fraction of the frame."""
     zone: list[tuple[float, float]] | None = None
     """Polygon in relative coordinates (0-1); the box's bottom centre must be inside."""
+    zone_name: str | None = None
+    """The camera zone the polygon was taken from (an instruction naming "the loading dock")."""
     dwell_s: float = Field(0.0, ge=0)
     schedule: list[Schedule] | None = None
     """None: always active."""
@@ -326,14 +349,7 @@ class RuleConfig(Strict):
     @field_validator("zone")
     @classmethod
     def _zone(cls, v: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
-        if v is None:
-            return v
-        if len(v) < 3:
-            raise ValueError("a zone needs at least 3 points")
-        for x, y in v:
-            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
-                raise ValueError(f"zone point ({x}, {y}) is outside 0..1 (relative coordinates)")
-        return v
+        return None if v is None else check_polygon(v)
 
 
 class EventsConfig(Strict):

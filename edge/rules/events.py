@@ -154,7 +154,7 @@ class EventMachine:
             frame=frame,
             pts=pts,
             track_id=track.id,
-            zones=[rule.name] if rule.cfg.zone else [],
+            zones=[rule.cfg.zone_name or rule.name] if rule.cfg.zone else [],
         )
         opened = _Open(rule, record, pts, pts, seen_now=True)
         self._open[key] = opened

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import shutil
 import threading
@@ -43,12 +44,15 @@ from edge.store.ballast import RESERVE_BYTES, RESERVE_NAME, Reserve, mib
 from edge.store.db import WRITE_OPTION, StoreError, dumps, guard, is_disk_full, make_engine
 from edge.store.migrations import migrate
 from edge.store.models import (
+    JOB_OPEN,
+    JOB_STATUSES,
     MQTT,
     Alert,
     Appearance,
     Camera,
     Event,
     Instruction,
+    Job,
     Outbox,
     Rule,
     Snapshot,
@@ -56,7 +60,7 @@ from edge.store.models import (
     undelivered,
 )
 from edge.store.retention import RetentionReport
-from edge.store.snapshots import relative_path, remove_file, render_jpeg, write_atomic
+from edge.store.snapshots import relative_path, remove_file, render_jpeg, safe_name, write_atomic
 from edge.types import AlertRecord, Box, EventRecord
 
 log = logging.getLogger(__name__)
@@ -84,6 +88,7 @@ ALERTS = cast(Table, Alert.__table__)
 OUTBOX = cast(Table, Outbox.__table__)
 SNAPSHOTS = cast(Table, Snapshot.__table__)
 INSTRUCTIONS = cast(Table, Instruction.__table__)
+JOBS = cast(Table, Job.__table__)
 
 
 def _upsert(table: Table, keep: tuple[str, ...] = (), coalesce: tuple[str, ...] = ()) -> Insert:
@@ -727,6 +732,205 @@ class EventLog:
             for channel, alert, n in s.execute(stmt):
                 backlog.setdefault(channel, {"alerts": 0, "other": 0})["alerts" if alert else "other"] += n
         return dict(sorted(backlog.items(), key=lambda item: (item[0] != MQTT, item[0])))
+
+    # -- delegated (blue-loop) jobs -------------------------------------------------------------
+
+    @_spends_reserve
+    def add_job(
+        self,
+        job_id: str,
+        ask_id: str | None,
+        camera: str | None,
+        kind: str,
+        prompt: str,
+        *,
+        created_at: float,
+        deadline: float,
+        seconds: float,
+        context: dict | None = None,
+    ) -> bool:
+        """Store a new job (status 'queued', no request yet); False if that id is stored already.
+        `context`: extra context the caller gave, kept for a rebuild of the request after a restart."""
+        row = {
+            "job_id": job_id,
+            "ask_id": ask_id,
+            "camera": camera,
+            "kind": kind,
+            "prompt": prompt,
+            "status": "queued",
+            "created_at": created_at,
+            "deadline": deadline,
+            "seconds": seconds,
+            "context": context,
+            "attempts": 0,
+        }
+        stmt = sqlite_insert(JOBS).values(row).on_conflict_do_nothing(index_elements=["job_id"])
+        with self._write(f"cannot store job {job_id}") as s:
+            return s.execute(stmt).rowcount == 1
+
+    def queue_job_request(self, job_id: str, topic: str, payload: dict, frames: int) -> int:
+        """Queue the job's request (outbox kind 'blue_request', message id = the job id: workers
+        de-duplicate by it) and record it, in one commit; returns its size in bytes, 0 when the job
+        is no longer open (nothing queued). Large, so it never spends the disk reserve."""
+        what = f"cannot queue the request of job {job_id}"
+        text = _json_text(payload, what)
+        with self._write(what) as s:
+            changed = s.execute(
+                update(JOBS)
+                .where(JOBS.c.job_id == job_id, JOBS.c.status.in_(JOB_OPEN))
+                .values(attempts=1, frames=frames, request_bytes=len(text))
+            ).rowcount
+            if not changed:
+                return 0
+            self._enqueue(s, "blue_request", topic, text, job_id)
+        return len(text)
+
+    def requeue_job(self, job_id: str) -> bool:
+        """Resend: queue the job's latest request again (same bytes, same message id), count the
+        attempt and set the job back to 'queued'. False if the job is not open or has no request."""
+        latest = (
+            select(OUTBOX.c.topic, OUTBOX.c.payload)
+            .where(OUTBOX.c.kind == "blue_request", OUTBOX.c.message_id == job_id)
+            .order_by(OUTBOX.c.id.desc())
+            .limit(1)
+        )
+        with self._write(f"cannot queue job {job_id} again") as s:
+            request = s.execute(latest).first()
+            if request is None:
+                return False
+            changed = s.execute(
+                update(JOBS)
+                .where(JOBS.c.job_id == job_id, JOBS.c.status.in_(JOB_OPEN))
+                .values(attempts=JOBS.c.attempts + 1, status="queued")
+            ).rowcount
+            if not changed:
+                return False
+            self._enqueue(s, "blue_request", request.topic, request.payload, job_id)
+        return True
+
+    def open_jobs(self) -> list[dict]:
+        """Jobs waiting for a result, oldest first, as dicts, each with `delivered_at`: when the
+        broker acknowledged its latest request (None: not yet, or no request queued)."""
+        delivered = (
+            select(OUTBOX.c.delivered_at)
+            .where(OUTBOX.c.kind == "blue_request", OUTBOX.c.message_id == JOBS.c.job_id)
+            .order_by(OUTBOX.c.id.desc())
+            .limit(1)
+            .correlate(JOBS)
+            .scalar_subquery()
+            .label("delivered_at")
+        )
+        stmt = select(JOBS, delivered).where(JOBS.c.status.in_(JOB_OPEN)).order_by(JOBS.c.created_at)
+        with self._read("cannot read the open jobs") as s:
+            return [dict(row._mapping) for row in s.execute(stmt)]
+
+    def mark_job_sent(self, job_id: str, at: float) -> None:
+        """The broker acknowledged the job's latest request at `at`."""
+        with self._write(f"cannot mark job {job_id} sent") as s:
+            s.execute(
+                update(JOBS)
+                .where(JOBS.c.job_id == job_id, JOBS.c.status.in_(JOB_OPEN))
+                .values(status="sent", sent_at=at)
+            )
+
+    @_spends_reserve
+    def finish_job(
+        self,
+        job_id: str,
+        status: str,
+        *,
+        text: str | None = None,
+        data: Any = None,
+        html: str | None = None,
+        worker_ms: float | None = None,
+        error: str | None = None,
+    ) -> dict | None:
+        """Record the end of a job, once: returns the job (a dict, as stored now) when this call
+        ended it, None when it had ended already or is unknown (a re-delivered or late result). A
+        request still waiting for the broker is dropped: it is of no use any more. The HTML of a
+        result is saved as `jobs/JOB_ID.html` under the data folder."""
+        if status not in JOB_STATUSES or status in JOB_OPEN:
+            raise StoreError(f"job {job_id}: {status!r} is not a final status")
+        now = time.time()
+        page = html.encode() if html else None
+        what = f"cannot store the result of job {job_id}"
+        with self._write(what) as s:
+            created = s.scalar(
+                select(JOBS.c.created_at).where(JOBS.c.job_id == job_id, JOBS.c.status.in_(JOB_OPEN))
+            )
+            if created is None:
+                return None
+            values = {
+                "status": status,
+                "finished_at": now,
+                "elapsed_ms": round((now - created) * 1000.0, 1),
+                "worker_ms": worker_ms,
+                "result_text": text,
+                "result_data": data,
+                "html_bytes": len(page) if page is not None else None,
+                "error": error,
+            }
+            s.execute(update(JOBS).where(JOBS.c.job_id == job_id).values(values))
+            s.execute(
+                update(OUTBOX)
+                .where(OUTBOX.c.kind == "blue_request", OUTBOX.c.message_id == job_id, undelivered())
+                .values(dropped_at=now, drop_reason=f"job {status}")
+            )
+            job = dict(s.execute(select(JOBS).where(JOBS.c.job_id == job_id)).one()._mapping)
+        if page is not None:
+            rel = f"jobs/{safe_name(job_id)}.html"
+            try:
+                write_atomic(self.data_dir / rel, page)
+                with self._write(what) as s:
+                    s.execute(update(JOBS).where(JOBS.c.job_id == job_id).values(html_path=rel))
+                job["html_path"] = rel
+            except (OSError, StoreError) as exc:
+                log.error("job %s: its HTML result (%d bytes) was not saved: %s", job_id, len(page), exc)
+        return job
+
+    def job(self, job_id: str) -> dict | None:
+        """One job as a dict, or None."""
+        with self._read(f"cannot read job {job_id}") as s:
+            row = s.execute(select(JOBS).where(JOBS.c.job_id == job_id)).first()
+        return dict(row._mapping) if row is not None else None
+
+    def asks(self, limit: int = 50) -> list[dict]:
+        """Instructions, newest first, each with its `answers` (the outbox rows of kind 'answer'
+        whose payload id is the instruction's id, in order: kind, text, job_id, data, queued_at,
+        delivered_at) and its `jobs` (as stored)."""
+        stmt = select(INSTRUCTIONS).order_by(INSTRUCTIONS.c.received_at.desc()).limit(limit)
+        ask_id = func.json_extract(OUTBOX.c.payload, "$.id")
+        with self._read("cannot read the instructions") as s:
+            asks = [dict(row._mapping) for row in s.execute(stmt)]
+            if not asks:
+                return []
+            by_id = {a["id"]: {**a, "answers": [], "jobs": []} for a in asks}
+            ids = list(by_id)
+            since = min(a["received_at"] for a in asks) - 1.0  # answers come after their ask
+            for start in range(0, len(ids), retention.CHUNK):
+                chunk = ids[start : start + retention.CHUNK]
+                cols = (ask_id.label("ask_id"), OUTBOX.c.payload, OUTBOX.c.created_at, OUTBOX.c.delivered_at)
+                answers = (
+                    select(*cols)
+                    .where(OUTBOX.c.kind == "answer", OUTBOX.c.created_at >= since, ask_id.in_(chunk))
+                    .order_by(OUTBOX.c.id)
+                )
+                for row in s.execute(answers):
+                    payload = json.loads(row.payload)
+                    by_id[row.ask_id]["answers"].append(
+                        {
+                            "kind": payload.get("kind"),
+                            "text": payload.get("text"),
+                            "job_id": payload.get("job_id"),
+                            "data": payload.get("data"),
+                            "queued_at": row.created_at,
+                            "delivered_at": row.delivered_at,
+                        }
+                    )
+                jobs = select(JOBS).where(JOBS.c.ask_id.in_(chunk)).order_by(JOBS.c.created_at)
+                for row in s.execute(jobs):
+                    by_id[row.ask_id]["jobs"].append(dict(row._mapping))
+        return list(by_id.values())
 
     # -- retention ------------------------------------------------------------------------------
 

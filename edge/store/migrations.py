@@ -28,7 +28,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 from edge.store.db import WRITE_OPTION, StoreError
-from edge.store.models import Base, Instruction
+from edge.store.models import Base, Instruction, Job
 
 Step = Callable[[Connection], None]
 
@@ -64,10 +64,16 @@ def _v3_priorities_and_rule_origin(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE rules ADD COLUMN removed_at FLOAT")
 
 
+def _v4_jobs(conn: Connection) -> None:
+    """Delegated (blue-loop) jobs are stored, so a restart does not forget one."""
+    Job.__table__.create(conn, checkfirst=True)
+
+
 STEPS: list[tuple[int, Step]] = [
     (1, _v1_create_schema),
     (2, _v2_outbox_channel),
     (3, _v3_priorities_and_rule_origin),
+    (4, _v4_jobs),
 ]
 LATEST = STEPS[-1][0]
 

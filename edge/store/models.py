@@ -210,3 +210,59 @@ class Snapshot(Base):
     """Relative to the snapshot folder, '/'-separated."""
     created_at: Mapped[float] = mapped_column(Float)
     bytes: Mapped[int] = mapped_column(Integer)
+
+
+JOB_STATUSES = ("queued", "sent", "done", "failed", "timeout")
+JOB_OPEN = ("queued", "sent")
+"""A job still waiting for its result: its request waits for the broker (queued) or went out (sent)."""
+
+
+class Job(Base):
+    """A delegated (blue-loop) job: what was asked, its request's fate and its result.
+
+    The request itself (JPEG keyframes, context) is an outbox row of kind 'blue_request' whose
+    message_id is the job id; a resend queues the same payload again under the same id.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_open", "status", sqlite_where=text("status IN ('queued', 'sent')")),
+        Index("ix_jobs_ask", "ask_id"),
+        Index("ix_jobs_created", "created_at"),
+    )
+
+    job_id: Mapped[str] = mapped_column(String, primary_key=True)
+    ask_id: Mapped[str | None] = mapped_column(String)
+    """The instruction it answers (None: a job of the device's own, e.g. verifying an alert)."""
+    camera: Mapped[str | None] = mapped_column(String)
+    kind: Mapped[str] = mapped_column(String)
+    """describe, report, read_text, ui_html, ..."""
+    prompt: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String)
+    """queued / sent / done / failed / timeout (JOB_STATUSES)."""
+    created_at: Mapped[float] = mapped_column(Float)
+    deadline: Mapped[float] = mapped_column(Float)
+    """Wall-clock epoch seconds after which the job is answered `timeout`."""
+    seconds: Mapped[float] = mapped_column(Float, default=10.0)
+    """How many seconds of keyframes were asked for."""
+    context: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """Extra context the caller gave (beyond recent events and counts), for a rebuild after a restart."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    """Requests queued for it (1 + resends); 0 until its request is built."""
+    frames: Mapped[int | None] = mapped_column(Integer)
+    request_bytes: Mapped[int | None] = mapped_column(Integer)
+    """Size of the request's JSON; None until the request is queued."""
+    sent_at: Mapped[float | None] = mapped_column(Float)
+    """When the broker last acknowledged its request."""
+    finished_at: Mapped[float | None] = mapped_column(Float)
+    elapsed_ms: Mapped[float | None] = mapped_column(Float)
+    """Created -> result, as the device saw it."""
+    worker_ms: Mapped[float | None] = mapped_column(Float)
+    """The worker's own `elapsed_ms`."""
+    result_text: Mapped[str | None] = mapped_column(Text)
+    result_data: Mapped[Any | None] = mapped_column(JSON)
+    html_path: Mapped[str | None] = mapped_column(String)
+    """The result's HTML, saved under the data folder (relative path), when it had one."""
+    html_bytes: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    """Why it failed or timed out, in words."""

@@ -1,0 +1,313 @@
+"""The instruction router: carries out what the parser decided, through the control surface.
+
+Rules become runtime rules of origin `instruction`; questions are answered from the live view (a fresh
+look first when the camera's last one is older than FRESH_S); memory from the event log; control
+through the switches and rules; delegated work goes to the blue loop's delegate client. Every ask
+gets exactly one final answer (`answer`, `result` via the delegate, or `error`). Answers are worked
+out on a small pool of threads, never on the MQTT command thread or a red loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, Protocol
+
+from edge.config.models import RuleConfig
+from edge.control import Control, ControlError
+from edge.instructions.parse import HELP, Context, Decision, parse, rule_words
+from edge.live import LiveView
+from edge.store import EventLog, StoreError
+
+log = logging.getLogger("edge.instructions")
+
+FRESH_S = 0.5
+"""A camera's look older than this is refreshed before a question is answered."""
+LOOK_WAIT_S = 1.5
+"""How long a question waits for the fresh look (a camera at 2 fps, a busy detector)."""
+WORKERS = 4
+
+
+class Delegate(Protocol):
+    def submit(
+        self, ask_id: str | None, camera: str | None, kind: str, prompt: str, *, job_id: str | None = None
+    ) -> str: ...
+
+
+def plural(n: int, label: str) -> str:
+    if label == "person":
+        return "1 person" if n == 1 else f"{n} people"
+    if label in ("fire", "smoke"):
+        return label if n else f"no {label}"
+    return f"{n} {label}" + ("" if n == 1 else "es" if label.endswith(("s", "sh", "ch", "x")) else "s")
+
+
+def clock(epoch: float | None) -> str:
+    """Device local time, as people read it."""
+    if epoch is None:
+        return "-"
+    moment = datetime.fromtimestamp(epoch)
+    return (
+        moment.strftime("%H:%M:%S")
+        if moment.date() == datetime.now().date()
+        else moment.strftime("%Y-%m-%d %H:%M:%S")
+    )
+
+
+class Router:
+    def __init__(
+        self,
+        control: Control,
+        live: LiveView,
+        events: EventLog,
+        labels: set[str],
+        zones: dict[str, dict[str, list[tuple[float, float]]]] | None = None,
+        delegate: Delegate | None = None,
+    ) -> None:
+        self.control = control
+        self.live = live
+        self.events = events
+        self.labels = frozenset(labels)
+        self.zones = zones or {}
+        self._delegate = delegate
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="ask")
+
+    @property
+    def delegate(self) -> Delegate | None:
+        """The blue-loop client given here, else the control surface's (set by the appliance)."""
+        return self._delegate or getattr(self.control, "delegate", None)
+
+    def context(self) -> Context:
+        rules = tuple(
+            (e.rule.name, e.rule.label, tuple(e.rule.cfg.cameras) if e.rule.cfg.cameras else None, e.origin)
+            for e in self.control.rules()
+        )
+        return Context(self.labels, tuple(self.control.cameras()), self.zones, rules)
+
+    def route(self, text: str, camera: str | None) -> Decision:
+        return parse(text, camera, self.context())
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=False)
+
+    # -- carrying out -----------------------------------------------------------------------------
+
+    def execute(self, ask_id: str, text: str, decision: Decision, job_id: str | None) -> None:
+        """Answer in the background; one final answer whatever happens."""
+        self._pool.submit(self._answer, ask_id, text, decision, job_id)
+
+    def _answer(self, ask_id: str, text: str, decision: Decision, job_id: str | None) -> None:
+        started = time.monotonic()
+        try:
+            kind, reply, data = self._work(ask_id, text, decision, job_id)
+        except ControlError as exc:
+            kind, reply, data = "error", str(exc), None
+        except StoreError as exc:
+            kind, reply, data = "error", f"the event log cannot answer right now: {exc}", None
+        except Exception as exc:  # a bug must still answer the ask
+            log.exception("ask %s failed", ask_id)
+            kind, reply, data = "error", f"internal error: {type(exc).__name__}", None
+        if kind is None:  # delegated: the delegate client answers with the result
+            return
+        extra: dict[str, Any] = {"data": data} if data is not None else {}
+        self.control.answer(ask_id, kind, reply, **extra)
+        log.info(
+            "ask %s (%s) answered in %.1f ms: %s",
+            ask_id,
+            decision.kind,
+            (time.monotonic() - started) * 1000,
+            reply[:120],
+        )
+
+    def _work(self, ask_id: str, text: str, d: Decision, job_id: str | None) -> tuple[str | None, str, Any]:
+        if d.kind == "rule":
+            assert d.rule is not None
+            cfg = RuleConfig.model_validate({k: v for k, v in d.rule.items() if v is not None})
+            self.control.add_rule(cfg, "instruction")
+            return "answer", rule_words(d.rule), {"rule": cfg.model_dump(mode="json")}
+        if d.kind == "question":
+            return self._question(d)
+        if d.kind == "memory":
+            return self._memory(d)
+        if d.kind == "control":
+            return self._control(d)
+        if d.kind == "delegate":
+            if self.delegate is None:
+                return (
+                    "error",
+                    (
+                        "that needs the blue loop (a blue-loop server on MQTT), and this appliance has "
+                        "no MQTT broker configured"
+                    ),
+                    None,
+                )
+            camera = d.cameras[0] if d.cameras else (self.control.cameras() or [None])[0]
+            self.delegate.submit(ask_id, camera, d.task or "describe", text, job_id=job_id)
+            return None, "", None
+        return (
+            "answer",
+            d.summary if d.summary.startswith("I can") else f"Sorry, {d.summary}",
+            {"kind": "unknown"},
+        )
+
+    def _question(self, d: Decision) -> tuple[str, str, Any]:
+        assert d.label is not None
+        cameras = d.cameras or self.control.cameras()
+        if not cameras:
+            return "answer", "I have no cameras to look with.", None
+        self._refresh(cameras, d.label)
+        counts: dict[str, int] = {}
+        for camera in cameras:
+            view = self.live.get(camera)
+            counts[camera] = view.count(d.label) if view is not None else 0
+        total = sum(counts.values())
+        where = cameras[0] if len(cameras) == 1 else "all cameras"
+        if d.form == "any":
+            if total:
+                seen = ", ".join(f"{plural(n, d.label)} on {c}" for c, n in counts.items() if n)
+                text = f"Yes: {seen}."
+            else:
+                thing = d.label if d.label in ("fire", "smoke") else plural(2, d.label)[2:]
+                text = f"No, I see no {thing} on {where}."
+        else:
+            detail = (
+                "" if len(cameras) == 1 else " (" + ", ".join(f"{c}: {n}" for c, n in counts.items()) + ")"
+            )
+            text = f"I see {plural(total, d.label)} on {where} now{detail}."
+        return "answer", text, {"label": d.label, "counts": counts, "total": total}
+
+    def _refresh(self, cameras: list[str], label: str) -> None:
+        """Wake the gate for a fresh look where the last one is older than FRESH_S, and wait for it.
+        Fire and smoke are fresh after any look; objects after an object-detector look."""
+        waits = []
+        for camera in cameras:
+            view = self.live.get(camera)
+            loop = self.control.loops.get(camera)
+            last = (view.at if label in ("fire", "smoke") else view.objects_at) if view is not None else 0.0
+            if loop is None or time.time() - last <= FRESH_S:
+                continue
+            if loop.detect_enabled:
+                waits.append(loop.request_look())
+        deadline = time.monotonic() + LOOK_WAIT_S
+        for done in waits:
+            done.wait(max(0.0, deadline - time.monotonic()))
+
+    def _memory(self, d: Decision) -> tuple[str, str, Any]:
+        label = d.label or "person"
+        cameras = d.cameras or [None]
+        rows: list[dict] = []
+        for camera in cameras:
+            rows += self.events.events(limit=500, camera=camera, label=label, since=d.since)
+        rows.sort(key=lambda r: r["started_at"])
+        thing = plural(2, label)[2:] if label not in ("fire", "smoke") else label
+        window = "" if d.since is None else f" since {clock(d.since)}"
+        if d.form == "any":
+            if not rows:
+                return "answer", f"No, no {thing}{window}.", {"events": []}
+            last = rows[-1]
+            text = (
+                f"Yes: {len(rows)} {label} event{'s' if len(rows) != 1 else ''}{window}, the last at "
+                f"{clock(last['started_at'])} on {last['camera']}."
+            )
+            return "answer", text, {"events": [_event(r) for r in rows]}
+        if d.form in ("last_end", "last_start"):
+            key = "ended_at" if d.form == "last_end" else "started_at"
+            done = [r for r in rows if r.get(key)]
+            if not done:
+                return (
+                    "answer",
+                    f"I have no {thing} {'leaving' if key == 'ended_at' else 'arriving'} in the log.",
+                    None,
+                )
+            last = max(done, key=lambda r: r[key])
+            verb = "left" if key == "ended_at" else "appeared"
+            return (
+                "answer",
+                f"The last {label} {verb} {last['camera']} at {clock(last[key])}.",
+                {"event": _event(last)},
+            )
+        if d.limit:
+            rows = rows[-d.limit :]
+        if not rows:
+            return "answer", f"No {thing} appeared{window}.", {"events": []}
+        items = [f"{clock(r['started_at'])}–{clock(r.get('ended_at')) if r.get('ended_at') else 'now'} "
+                 f"on {r['camera']}" for r in rows]  # fmt: skip
+        text = f"{plural(len(rows), label).capitalize()} appeared{window}: " + "; ".join(items) + "."
+        return "answer", text, {"events": [_event(r) for r in rows]}
+
+    def _control(self, d: Decision) -> tuple[str, str, Any]:
+        if d.task == "list_rules":
+            entries = self.control.rules()
+            if not entries:
+                return (
+                    "answer",
+                    'I am not watching for anything yet. Tell me what matters, e.g. "alert me if a '
+                    'fire breaks out".',
+                    {"rules": []},
+                )
+            said = []
+            for e in entries:
+                data = e.rule.cfg.model_dump(mode="json")
+                what = rule_words(data)[len("I will alert you when I see ") : -1]
+                said.append(f"{what} ({e.origin}, rule {e.rule.name})")
+            rules = [{**e.rule.cfg.model_dump(mode="json"), "origin": e.origin} for e in entries]
+            return "answer", "I am watching for: " + "; ".join(said) + ".", {"rules": rules}
+        if d.task == "remove_rule":
+            removable = [
+                n
+                for n in d.rules
+                if any(e.rule.name == n and e.origin != "config" for e in self.control.rules())
+            ]
+            fixed = [n for n in d.rules if n not in removable]
+            for name in removable:
+                self.control.remove_rule(name, by="instruction")
+            if removable:
+                note = f" ({', '.join(fixed)} come from the config file and stay)" if fixed else ""
+                return "answer", f"Removed {', '.join(removable)}{note}.", {"removed": removable}
+            if fixed:
+                return (
+                    "error",
+                    f"{', '.join(fixed)} come{'s' if len(fixed) == 1 else ''} from the config file; "
+                    'remove it there, or say "stop alerting on CAMERA".',
+                    None,
+                )
+            return (
+                "answer",
+                f"There is no {d.label or ''} rule to remove.".replace("  ", " "),
+                {"removed": []},
+            )
+        switch, on = {
+            "pause": ("detect", False),
+            "resume": ("detect", True),
+            "alerts_off": ("alerts", False),
+            "alerts_on": ("alerts", True),
+        }[d.task or ""]
+        cameras = d.cameras or self.control.cameras()
+        for camera in cameras:
+            self.control.set_switch(camera, switch, on, by="instruction")
+            if d.task == "resume":
+                self.control.set_switch(camera, "alerts", True, by="instruction")
+        verb = {
+            "pause": "Paused",
+            "resume": "Watching again:",
+            "alerts_off": "No alerts from",
+            "alerts_on": "Alerting again on",
+        }[d.task or ""]
+        return "answer", f"{verb} {', '.join(cameras)}.", {"cameras": cameras, switch: on}
+
+
+def _event(row: dict) -> dict:
+    return {
+        "id": row["id"],
+        "camera": row["camera"],
+        "label": row["label"],
+        "started_at": row["started_at"],
+        "ended_at": row.get("ended_at"),
+        "started": clock(row["started_at"]),
+        "ended": clock(row.get("ended_at")),
+    }
+
+
+__all__ = ["HELP", "Router"]
