@@ -56,7 +56,7 @@ def _answers(sub: Subscriber, ask_id: str) -> list[dict]:
 
 
 @pytest.fixture
-def dual(tmp_path: Path, mosquitto: Mosquitto):  # noqa: ANN201
+def dual(tmp_path: Path, mosquitto: Mosquitto):
     config = {
         "device": {"id": "dev1"}, "data_dir": str(tmp_path / "data"),
         "model": {"path": str(MODEL)},
