@@ -108,8 +108,8 @@ def test_quick_questions_and_fire_alerts_go_on_while_a_slow_job_runs(dual) -> No
         for i in range(5):  # while the job runs (5 s): questions answered in milliseconds
             ask_id = f"q{i}"
             sent = time.monotonic()
-            sub.client.publish("reflex/dev1/ask", json.dumps({"id": ask_id, "text": "is there fire in the yard?"}),
-                               qos=1)  # fmt: skip
+            question = {"id": ask_id, "text": "is there fire in the yard?"}
+            sub.client.publish("reflex/dev1/ask", json.dumps(question), qos=1)
             assert wait_until(
                 lambda ask_id=ask_id: any(a["kind"] == "answer" for a in _answers(sub, ask_id)), 5
             )
