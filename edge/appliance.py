@@ -29,6 +29,7 @@ from edge.housekeeping import Housekeeping
 from edge.instructions import Router
 from edge.journal import Journal
 from edge.live import LiveView
+from edge.narrator import Narrator
 from edge.outbox import MemoryQueue, Topics, event_message
 from edge.pipeline import feed
 from edge.redloop import Detector, RedLoop, Sink
@@ -36,6 +37,7 @@ from edge.reflex import build_detector
 from edge.rules import Rule, Transition
 from edge.store import DataLock, EventLog, StoreError
 from edge.types import Frame
+from edge.verify import Verifier
 from edge.wiring import known_labels, needs_objects
 
 log = logging.getLogger("edge.appliance")
@@ -65,6 +67,7 @@ class Appliance:
             self._init_control()
             self._init_bus()
             self._init_delegate()
+            self._init_verifier()
         except BaseException:
             self._close_store()
             raise
@@ -121,9 +124,21 @@ class Appliance:
         if self.bus is not None:
             self.delegate.subscribe(self.bus)
 
+    def _init_verifier(self) -> None:
+        """Two-phase alerts: provisional alerts of rules with `verify` get a blue-loop `verify` job
+        (the verifier is a red-loop sink after the journal); its verdict is the same alert again,
+        confirmed or retracted. `confirmed_only` push channels get confirmed alerts only."""
+        self.journal.confirmed_only = frozenset(n for n, c in self.cfg.push.items() if c.confirmed_only)
+        self.verifier = Verifier(self.journal, self.delegate, self._wake_deliverers, self.stop_event,
+                                 reachable=self.bus is not None)  # fmt: skip
+        self.verifier.attach()
+        self.observers.append(self.verifier)
+
     def _init_cameras(self) -> None:
         sinks: list[Sink] = [self.journal] if self.retained is None else [self.journal, self.retained]
         sinks += [*self.observers, _Wake(self._wake_deliverers)]
+        self.narrator = Narrator(self.control, self.events)  # commentary: queues transitions, own thread
+        sinks.append(self.narrator)
         for name, cam_cfg in self.cfg.cameras.items():
             if not cam_cfg.enabled:
                 log.info("camera %s is disabled; not capturing", name)
@@ -139,6 +154,7 @@ class Appliance:
         zones = {name: dict(cam.zones) for name, cam in self.cfg.cameras.items() if cam.zones}
         self.router = Router(self.control, self.live, self.events, self.control.known_labels, zones)
         self.control.router = self.router
+        self.router.narrator = self.narrator
 
     def _init_retained_state(self) -> None:
         if self.retained is None:
@@ -196,6 +212,8 @@ class Appliance:
             camera.stop()
         for thread in self.threads:
             thread.join(timeout=5)
+        if getattr(self, "narrator", None) is not None:
+            self.narrator.stop()  # before the loops end their events: a stop is not "left after 12 s"
         for loop in self.loops.values():
             loop.finish()
         if getattr(self, "router", None) is not None:

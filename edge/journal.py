@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,7 @@ from pathlib import Path
 from edge.outbox import MemoryQueue, Topics, alert_message, event_message
 from edge.rules import Rule, Transition
 from edge.store import EventLog, StoreError
-from edge.types import Frame
+from edge.types import AlertRecord, EventRecord, Frame
 
 log = logging.getLogger("edge.journal")
 
@@ -34,6 +34,8 @@ HELD_REPORT_EVERY = 50
 """While transitions are held, say so again every this many."""
 SNAPSHOTS_QUEUED = 32
 """Snapshots waiting for the JPEG writer; past this a snapshot is skipped, never an alert."""
+VERIFIED_KEEP = 4096
+"""Two-phase alerts remembered (push channels of a provisional alert, verdicts of events)."""
 
 
 @dataclass(slots=True)
@@ -54,6 +56,13 @@ class Journal:
         self.push: dict[str, tuple[str, ...]] = {}
         """Rule name -> the push channels that get its alerts (default --watch rules have none)."""
         self.rules_changed(rules)
+        self.confirmed_only: frozenset[str] = frozenset()
+        """Push channels that get an alert only once it is confirmed (never provisional/retracted)."""
+        self._provisional_push: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        """Provisional alert id -> its rule's push channels then: its phase change goes to the same."""
+        self._verdicts: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        """Event id -> (phase, text suffix) once verified: its later alerts (repeats) carry them."""
+        self._verify_lock = threading.Lock()
         self.held: deque[_Held] = deque()
         self.shed = 0
         self.snapshots_skipped = 0
@@ -94,7 +103,13 @@ class Journal:
     def held_count(self) -> int:
         return len(self.held)
 
-    def handle(self, transition: Transition, frame: Frame) -> None:
+    def handle(self, transition: Transition, frame: Frame | None) -> None:
+        alert = transition.alert
+        if alert is not None and alert.phase == "provisional" and alert.event_id in self._verdicts:
+            with self._verify_lock:  # a repeat of a verified event: its current phase
+                verdict = self._verdicts.get(alert.event_id)
+            if verdict is not None:
+                alert.phase, alert.text = verdict[0], alert.text + verdict[1]
         if self.held:
             self.retry()
             if self.held:
@@ -107,6 +122,36 @@ class Journal:
                 "event log write failed, holding %s in memory (MQTT still gets it): %s", transition.kind, exc
             )
             self._hold(transition, frame)
+
+    def verified(self, alert: AlertRecord, suffix: str) -> None:
+        """A verification's verdict: `alert` is the provisional alert with its new phase and text
+        (`suffix` added). It is written under the same id (the alert row updated, a new message with
+        the same message_id), held in memory like any alert if the log fails; the event's later
+        alerts carry the phase and suffix."""
+        with self._verify_lock:
+            self._verdicts[alert.event_id] = (alert.phase, suffix)
+            while len(self._verdicts) > VERIFIED_KEEP:
+                self._verdicts.popitem(last=False)
+        event = EventRecord(id=alert.event_id, camera=alert.camera, label=alert.label, rule=alert.rule,
+                            score=0.0, box=alert.box, started_at=alert.at, frame=alert.frame,
+                            pts=alert.pts)  # fmt: skip
+        self.handle(Transition("alert", event, alert.frame, alert.pts, alert), None)
+
+    def _push_of(self, alert: AlertRecord) -> tuple[str, ...]:
+        """The push channels that get this alert message: all of its rule's while confirmed, those
+        without `confirmed_only` while provisional or retracted. A phase change goes to the channels
+        its provisional alert was queued for (the rule may have changed since)."""
+        with self._verify_lock:
+            names = self._provisional_push.get(alert.id)
+            if names is None:
+                names = self.push.get(alert.rule, ())
+                if alert.phase == "provisional" and names:
+                    self._provisional_push[alert.id] = names
+                    while len(self._provisional_push) > VERIFIED_KEEP:
+                        self._provisional_push.popitem(last=False)
+        if alert.phase == "confirmed":
+            return names
+        return tuple(n for n in names if n not in self.confirmed_only)
 
     def retry(self) -> None:
         """Write held transitions, oldest first, until one fails (called from any thread)."""
@@ -131,7 +176,7 @@ class Journal:
         if tr.kind == "alert" and tr.alert is not None:
             alert = tr.alert
             message = alert_message(self.topics, alert)
-            self.log.alert(alert, message.payload, message.topic, push=self.push.get(alert.rule, ()),
+            self.log.alert(alert, message.payload, message.topic, push=self._push_of(alert),
                            delivered=delivered)  # fmt: skip
             log.warning("ALERT %s [%s] %s (event %s)", alert.camera, alert.severity, alert.text, ev.id)
             if frame is None:
@@ -159,7 +204,7 @@ class Journal:
             if self.on_snapshot is not None:
                 self.on_snapshot(alert.camera, self.log.snapshot_dir / ev.snapshot)
 
-    def _hold(self, tr: Transition, frame: Frame) -> None:
+    def _hold(self, tr: Transition, frame: Frame | None) -> None:
         is_alert = tr.kind == "alert" and tr.alert is not None
         if is_alert:
             assert tr.alert is not None

@@ -124,6 +124,9 @@ class PushChannel:
     kind = "push"
     wants_snapshot = False
     """True: the worker waits briefly for the alert's snapshot JPEG and passes it to `send`."""
+    confirmed_only = False
+    """True: only confirmed alerts are sent; a provisional or retracted row is dropped unsent (the
+    journal queues none for such a channel; this catches rows queued before the setting changed)."""
 
     def __init__(self, name: str, url: str, timeout_s: float) -> None:
         self.name = name
@@ -231,9 +234,10 @@ class NtfyChannel(PushChannel):
 
 
 def make_channel(name: str, cfg: PushChannelConfig) -> PushChannel:
-    if isinstance(cfg, WebhookConfig):
-        return WebhookChannel(name, cfg)
-    return NtfyChannel(name, cfg)
+    channel: PushChannel
+    channel = WebhookChannel(name, cfg) if isinstance(cfg, WebhookConfig) else NtfyChannel(name, cfg)
+    channel.confirmed_only = cfg.confirmed_only
+    return channel
 
 
 class PushWorker(threading.Thread):
@@ -292,8 +296,25 @@ class PushWorker(threading.Thread):
             self._idle()
             return
         for message in batch:
+            unconfirmed = _alert_fields(message).get("phase", "confirmed") != "confirmed"
+            if self.channel.confirmed_only and unconfirmed:
+                if not self._drop_unconfirmed(message):
+                    return
+                continue
             if not self._deliver(message):
                 return
+
+    def _drop_unconfirmed(self, message: OutboxMessage) -> bool:
+        phase = _alert_fields(message).get("phase")
+        try:
+            self.events.drop_message(message.id, f"confirmed_only channel: the alert is {phase}")
+        except StoreError as exc:
+            log.error("push %s: %s", self.channel_name, exc)
+            self.stop.wait(self.retry_max_s)
+            return False
+        log.info("push %s: alert %s not sent (%s; the channel is confirmed_only)", self.channel_name,
+                 message.message_id, phase)  # fmt: skip
+        return True
 
     def _idle(self) -> None:
         """Until new rows are announced (`notify`, also sent on stop) or the next poll."""

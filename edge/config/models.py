@@ -333,6 +333,9 @@ class RuleConfig(Strict):
     """Alert text; default '{label} on {camera}'."""
     push: list[str] = Field(default_factory=list)
     """Push channels (names under `push:`) that get this rule's alerts, besides MQTT."""
+    verify: bool = False
+    """Two-phase alerts: the alert goes out at once as `provisional`, the blue loop checks the
+    camera's keyframes, and the same alert id follows as `confirmed` or `retracted`."""
 
     @field_validator("name")
     @classmethod
@@ -439,6 +442,9 @@ class PushBase(Strict):
     retry_max_s: float = Field(60.0, gt=0)
     """Back-off between retries of a failed message: doubles from retry_min_s up to retry_max_s,
     jittered. Messages wait in the outbox meanwhile; none is skipped or reordered."""
+    confirmed_only: bool = False
+    """Send an alert only once it is confirmed: never a `provisional` one of a rule that verifies,
+    never a `retracted` one (alerts of rules without verification are confirmed at once)."""
 
     @field_validator("url")
     @classmethod

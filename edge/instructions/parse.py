@@ -54,9 +54,11 @@ class Decision:
     limit: int | None = None
     """memory: 'which two people' -> 2."""
     form: str | None = None
-    """question: 'count' or 'any'; memory: 'list', 'last_end', 'any'."""
+    """question: 'count' or 'any'; memory: 'list', 'last_end', 'any', 'digest'."""
     rules: list[str] = field(default_factory=list)
     """control remove_rule: the rule names to remove."""
+    every_s: float | None = None
+    """control digest_on: the period of a scheduled digest ('every hour' -> 3600)."""
 
     def contract(self) -> dict[str, Any]:
         """The `edge explain` JSON (DESIGN.md)."""
@@ -139,6 +141,29 @@ ANY = re.compile(
     r"|^(?:any|anyone|anybody|someone|somebody)\b|\bis\s+(?:anyone|anybody|someone|somebody)\b|\bdo\s+you\s+see\b"
     r"|\bcan\s+you\s+see\b"
 )
+NARRATE_OFF = re.compile(
+    r"^(?:please\s+)?(?:stop|end|cancel|quit|halt|finish|turn\s+off|switch\s+off|no\s+more|enough)\b.*?"
+    r"\b(?:narrat\w*|commentat\w*|commentary|play-by-play)"
+)
+NARRATE_ON = re.compile(
+    r"\bnarrat(?:e|ing|ion)\b|\bcommentat(?:e|ing)\b|\bcommentary\b|\bplay-by-play\b"
+    r"|^(?:please\s+)?(?:tell|keep)\s+me\s+what\s+(?:happens|goes\s+on)\b"
+    r"|^(?:please\s+)?tell\s+me\s+what\s+(?:is\s+happening|is\s+going\s+on)\b.*\bas\s+it\s+happens\b"
+    r"|^(?:please\s+)?keep\s+me\s+(?:posted|updated|informed)\b"
+)
+_UNITS = "|".join(UNITS_S)
+DIGEST = re.compile(
+    rf"\bdigests?\b|\b(?:recap|roundup|round-up)\b"
+    rf"|\bsummary\s+of\s+(?:the\s+)?(?:(?:last|past)\s+(?:[\w.-]+\s+)?(?:{_UNITS})\b|today\b|this\s+morning\b|the\s+day\b)"
+    rf"|\b(?:hourly|daily|nightly)\s+(?:summary|summaries)\b"
+)
+DIGEST_OFF = re.compile(
+    r"^(?:please\s+)?(?:stop|end|cancel|quit|halt|turn\s+off|switch\s+off|no\s+more|don't\s+send|do\s+not\s+send)"
+    r"\b.*?\b(?:digests?|summaries|summary|recaps?|roundups?)\b"
+)
+DIGEST_EVERY = re.compile(
+    rf"\bevery\s+(?:[\w.-]+\s+)?(?:{_UNITS})\b|\b(?:hourly|daily|nightly|each\s+(?:hour|day))\b"
+)
 START_OF_BREAK = re.compile(r"\bbreaks?\s+out\b|\bstarts?\b")
 
 
@@ -150,6 +175,8 @@ def parse(text: str, camera: str | None, ctx: Context, now: datetime | None = No
     cameras, zone = _places(low, camera, ctx)
     label = labels[0] if labels else None
 
+    if narration := _narration(low, cameras, now):
+        return narration
     if LIST_RULES.search(low):
         return Decision("control", "list the standing rules", task="list_rules")
     if (m := REMOVE_RULE.search(low)) and not ALERTS_OFF.search(low):
@@ -202,6 +229,40 @@ def parse(text: str, camera: str | None, ctx: Context, now: datetime | None = No
             form=form,
         )
     return Decision("unknown", HELP)
+
+
+def _narration(low: str, cameras: list[str] | None, now: datetime) -> Decision | None:
+    """A running commentary ('narrate the lobby camera', 'stop narrating') and digests ('give me a
+    digest', 'summary of the last hour', 'send me a digest every hour', 'stop the digest')."""
+    where = ", ".join(cameras) if cameras else "every camera"
+    if NARRATE_OFF.search(low):
+        return Decision("control", f"stop narrating {where}", cameras=cameras, task="narrate_off")
+    if DIGEST_OFF.search(low) and DIGEST.search(low.replace("summaries", "digests")):
+        return Decision(
+            "control", f"stop the scheduled digests of {where}", cameras=cameras, task="digest_off"
+        )
+    if DIGEST.search(low) and not re.search(r"\b(?:incident|report)\b", low):
+        if DIGEST_EVERY.search(low):
+            every = _seconds(low, "every") or (
+                86400.0 if re.search(r"\b(?:daily|nightly|each\s+day)\b", low) else 3600.0
+            )
+            return Decision(
+                "control", f"send a digest of {where} every {_duration(every)}", cameras=cameras,
+                task="digest_on", every_s=every,
+            )  # fmt: skip
+        window = re.sub(r"\b(?:for|of|from|over)\s+the\s+(last|past)\b", r"in the \1", low)
+        since = _memory(window, "person", cameras, now).since
+        since = now.timestamp() - 3600.0 if since is None else since
+        return Decision(
+            "memory", f"a digest of what happened on {where} since {datetime.fromtimestamp(since):%H:%M:%S}",
+            cameras=cameras, since=since, form="digest",
+        )  # fmt: skip
+    if NARRATE_ON.search(low):
+        return Decision(
+            "control", f"narrate {where}: a commentary line whenever something changes", cameras=cameras,
+            task="narrate_on",
+        )  # fmt: skip
+    return None
 
 
 def _conditional_rule(low: str) -> bool:

@@ -13,13 +13,16 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge.config.models import RuleConfig
 from edge.control import Control, ControlError
 from edge.instructions.parse import HELP, Context, Decision, parse, rule_words
 from edge.live import LiveView
 from edge.store import EventLog, StoreError
+
+if TYPE_CHECKING:
+    from edge.narrator import Narrator
 
 log = logging.getLogger("edge.instructions")
 
@@ -28,6 +31,8 @@ FRESH_S = 0.5
 LOOK_WAIT_S = 1.5
 """How long a question waits for the fresh look (a camera at 2 fps, a busy detector)."""
 WORKERS = 4
+NARRATION = ("narrate_on", "narrate_off", "digest_on", "digest_off")
+"""Control tasks the narrator (edge/narrator.py) carries out."""
 
 
 class Delegate(Protocol):
@@ -73,6 +78,8 @@ class Router:
         self.zones = zones or {}
         self._delegate = delegate
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="ask")
+        self.narrator: Narrator | None = None
+        """The running commentary and scheduled digests (edge.narrator), set by the appliance."""
 
     @property
     def delegate(self) -> Delegate | None:
@@ -131,6 +138,8 @@ class Router:
             return self._question(d)
         if d.kind == "memory":
             return self._memory(d)
+        if d.kind == "control" and d.task in NARRATION:
+            return self._narration(ask_id, d)
         if d.kind == "control":
             return self._control(d)
         if d.kind == "delegate":
@@ -194,7 +203,36 @@ class Router:
         for done in waits:
             done.wait(max(0.0, deadline - time.monotonic()))
 
+    def _narration(self, ask_id: str, d: Decision) -> tuple[str, str, Any]:
+        narrator = self.narrator
+        if narrator is None:
+            return "error", "narration needs the running appliance (edge run); it is not on here", None
+        if d.task == "narrate_on":
+            text, data = narrator.narrate_on(ask_id, d.cameras)
+        elif d.task == "narrate_off":
+            text, data = narrator.narrate_off(d.cameras)
+        elif d.task == "digest_on":
+            text, data = narrator.digest_on(ask_id, d.cameras, d.every_s)
+        else:
+            text, data = narrator.digest_off(d.cameras)
+        return "answer", text, data
+
+    def _digest(self, d: Decision) -> tuple[str, str, Any]:
+        """'Last hour: 4 people, 1 car, no fire.' from the event log (edge.narrator.digest)."""
+        from edge.narrator import digest  # the narrator imports this module
+
+        watched = {
+            rule.label
+            for rule in self.control.active_rules()
+            if not d.cameras or any(rule.applies_to(c) for c in d.cameras)
+        }
+        since = d.since if d.since is not None else time.time() - 3600.0
+        text, data = digest(self.events, d.cameras, since, watched)
+        return "answer", text, data
+
     def _memory(self, d: Decision) -> tuple[str, str, Any]:
+        if d.form == "digest":
+            return self._digest(d)
         label = d.label or "person"
         cameras = d.cameras or [None]
         rows: list[dict] = []

@@ -211,6 +211,7 @@ class EventMachine:
             frame=frame,
             pts=pts,
             box=o.record.box,
+            phase="provisional" if o.rule.cfg.verify else "confirmed",
         )
         out.append(Transition("alert", o.record, frame, pts, alert))
 

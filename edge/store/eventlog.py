@@ -554,6 +554,16 @@ class EventLog:
         with self._write(f"cannot count an attempt for outbox message {outbox_id}") as s:
             s.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id).values(attempts=OUTBOX.c.attempts + 1))
 
+    @_spends_reserve
+    def drop_message(self, outbox_id: int, reason: str) -> None:
+        """Mark one undelivered outbox row dropped: it must never be sent (`reason` says why)."""
+        with self._write(f"cannot drop outbox message {outbox_id}") as s:
+            s.execute(
+                update(OUTBOX)
+                .where(OUTBOX.c.id == outbox_id, undelivered())
+                .values(dropped_at=time.time(), drop_reason=reason)
+            )
+
     def outbox_dropped(self) -> int:
         """Messages that will never be delivered because they were shed or their channel removed."""
         stmt = select(func.count()).select_from(OUTBOX).where(OUTBOX.c.dropped_at.is_not(None))
