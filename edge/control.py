@@ -268,9 +268,12 @@ class Control:
         if camera is not None and camera not in self.loops:
             raise ControlError(f"unknown camera {camera!r}")
         try:
-            self.events.add_instruction(ask_id, text, camera, origin)
+            new = self.events.add_instruction(ask_id, text, camera, origin)
         except StoreError as exc:
             raise ControlError(f"cannot store the instruction: {exc}") from None
+        if not new:  # the same ask again (an MQTT QoS 1 re-delivery): it was answered already
+            log.info("ask %s received again; already answered", ask_id)
+            return ask_id
         router = self.router
         if router is None:
             self.answer(ask_id, "ack", ACK_TEXT)

@@ -351,3 +351,15 @@ def test_a_fire_rule_given_over_mqtt_alerts_and_survives_a_restart(
     finally:
         edge.stop()
         sub.close()
+
+
+@needs_shared
+def test_an_ask_delivered_twice_is_answered_once_and_its_status_recorded(asking) -> None:
+    rig, ask = asking
+    answer = ask("count the cups")
+    rig.control.ask("t0", "count the cups", None, "mqtt")  # QoS 1 re-delivery of the same id
+    time.sleep(0.3)
+    got = rig.control.answer.got["t0"]  # type: ignore[attr-defined]
+    assert [a["kind"] for a in got] == ["ack", "answer"] and answer in got
+    rows = {row["id"]: row for row in rig.events.asks(limit=10)}
+    assert rows["t0"]["status"] == "answered"

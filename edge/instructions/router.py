@@ -116,6 +116,11 @@ class Router:
         except Exception as exc:  # a bug must still answer the ask
             log.exception("ask %s failed", ask_id)
             kind, reply, data = "error", f"internal error: {type(exc).__name__}", None
+        status = "delegated" if kind is None else "failed" if kind == "error" else "answered"
+        try:
+            self.control.events.set_instruction_status(ask_id, status)
+        except StoreError as exc:
+            log.error("ask %s: %s", ask_id, exc)
         if kind is None:  # delegated: the delegate client answers with the result
             return
         extra: dict[str, Any] = {"data": data} if data is not None else {}

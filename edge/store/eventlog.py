@@ -321,6 +321,12 @@ class EventLog:
         with self._write(f"cannot store instruction {instruction_id!r}") as s:
             return s.execute(stmt).rowcount == 1
 
+    def set_instruction_status(self, instruction_id: str, status: str) -> None:
+        """'answered', 'delegated' or 'failed', once the router has dealt with it (edge asks shows it)."""
+        stmt = update(INSTRUCTIONS).where(INSTRUCTIONS.c.id == instruction_id).values(status=status)
+        with self._write(f"cannot update instruction {instruction_id!r}") as s:
+            s.execute(stmt)
+
     @_spends_reserve
     def ensure_rule(self, rule: RuleConfig, origin: str = "config") -> None:
         """Record the rule as it is now (so events naming it can be explained later) with its origin:
