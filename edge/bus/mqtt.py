@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -142,6 +143,14 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext:
     return context
 
 
+def _no_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:
+    """TCP_NODELAY on every MQTT socket of ours. Without it, Nagle's algorithm holds a small message
+    (an answer, an alert) while our last small segment (the PUBACK of the ask) waits for the broker's
+    delayed ACK: ~40 ms added to answers and alerts for nothing. paho does not set it."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
+
+
 def new_client(
     cfg: MqttConfig,
     endpoint: Endpoint,
@@ -156,6 +165,7 @@ def new_client(
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, reconnect_on_failure=reconnect
     )
+    client.on_socket_open = _no_delay
     if endpoint.username:
         client.username_pw_set(endpoint.username, endpoint.password)
     if endpoint.tls:
