@@ -301,10 +301,11 @@ def test_fuzzed_commands_get_errors_and_change_nothing_while_switches_persist(
         assert sub.on(f"{ROOT}/yard/detect/state") == [b"ON"], "no fuzzed command flipped a switch"
 
         sub.publish(f"{ROOT}/ask", json.dumps({"id": "q-ok", "text": "How many people are in the yard?"}))
-        assert wait_until(lambda: any(a["id"] == "q-ok" and a["kind"] == "ack"
+        assert wait_until(lambda: any(a["id"] == "q-ok" and a["kind"] == "answer"
                                       for a in sub.json_on(f"{ROOT}/answers")), 10)  # fmt: skip
-        stored = db_rows(tmp_path, "SELECT id, text, status FROM instructions")
-        assert stored == [("q-ok", "How many people are in the yard?", "received")]
+        stored = lambda: db_rows(tmp_path, "SELECT id, text, status FROM instructions")  # noqa: E731
+        answered = [("q-ok", "How many people are in the yard?", "answered")]
+        assert wait_until(lambda: stored() == answered, 5), stored()
         cli = subprocess.run(
             [sys.executable, "-m", "edge", "ask", "Describe the fire", "--camera", "yard", "--config",
              str(edge.config), "--timeout", "3"],
