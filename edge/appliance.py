@@ -137,7 +137,8 @@ class Appliance:
     def _init_cameras(self) -> None:
         sinks: list[Sink] = [self.journal] if self.retained is None else [self.journal, self.retained]
         sinks += [*self.observers, _Wake(self._wake_deliverers)]
-        self.narrator = Narrator(self.control, self.events)  # commentary: queues transitions, own thread
+        enrich = self.delegate if self.cfg.blueloop.llm and self.bus is not None else None
+        self.narrator = Narrator(self.control, self.events, enrich=enrich)  # queues transitions, own thread
         sinks.append(self.narrator)
         for name, cam_cfg in self.cfg.cameras.items():
             if not cam_cfg.enabled:

@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ from edge.types import Frame
 
 if TYPE_CHECKING:
     from edge.control import Control
+    from edge.delegate import Delegate, FinishedJob
     from edge.store import EventLog
 
 log = logging.getLogger("edge.narrator")
@@ -40,6 +42,7 @@ RATE_S = 1.0
 """At most one commentary line per camera per this many seconds; what happens meanwhile is merged."""
 MIN_PERIOD_S = 60.0
 """The shortest period of a scheduled digest (tests set less)."""
+ENRICH_PROMPT = "In one sentence: who or what just appeared on this camera, and what are they doing?"
 DEFAULT_PERIOD_S = 3600.0
 STOP_HINT = 'Say "stop narrating" to end it.'
 
@@ -86,8 +89,17 @@ class Narrator:
         *,
         rate_s: float = RATE_S,
         min_period_s: float = MIN_PERIOD_S,
+        enrich: Delegate | None = None,
     ) -> None:
+        """`enrich`: the delegate client, when the blue loop runs an LLM: each line about an arrival
+        is followed by the blue loop's description of the scene (a `describe` job of 3 s of keyframes)."""
         self.control = control
+        self.enrich = enrich
+        self._enriching: dict[str, tuple[list[str], str]] = {}
+        """job id -> (the narrate asks it answers, camera)."""
+        self._previous: Callable[[FinishedJob], None] | None = None
+        if enrich is not None:
+            self._previous, enrich.on_finished = enrich.on_finished, self._described
         self.events = events
         self.rate_s = rate_s
         self.min_period_s = min_period_s
@@ -218,6 +230,7 @@ class Narrator:
                 for ask_ids, text, data in lines:
                     for ask_id in ask_ids:
                         self._send(ask_id, text, data)
+                    self._ask_for_description(ask_ids, data)
                 for ask_id, d in digests:
                     text, data = digest(self.events, d.cameras, time.time() - d.every_s,
                                         self._watched(d.cameras), window=_window(d.every_s))  # fmt: skip
@@ -324,6 +337,39 @@ class Narrator:
             for rule in self.control.active_rules()
             if cameras is None or any(rule.applies_to(c) for c in cameras)
         }
+
+    def _ask_for_description(self, ask_ids: list[str], data: dict) -> None:
+        """Enrichment: someone or something arrived, so the blue loop's LLM describes the scene."""
+        if self.enrich is None or not any(c["what"] == "entered" for c in data["changes"]):
+            return
+        try:
+            job_id = self.enrich.submit(
+                None, data["camera"], "describe", ENRICH_PROMPT, seconds=3, deadline_s=30
+            )
+        except Exception:
+            log.exception("commentary: no description asked for %s", data["camera"])
+            return
+        with self._lock:
+            self._enriching[job_id] = (list(ask_ids), data["camera"])
+
+    def _described(self, job: FinishedJob) -> None:
+        """The delegate's on_finished hook: a description for a commentary line becomes a line too."""
+        with self._lock:
+            wanted = self._enriching.pop(job.job_id, None)
+        if wanted is None:
+            if self._previous is not None:
+                self._previous(job)
+            return
+        ask_ids, camera = wanted
+        if job.status != "done" or not job.text.strip():
+            log.info("commentary on %s: the blue loop gave no description (%s)", camera, job.status)
+            return
+        with self._lock:
+            listening = set(self._narrations.values())
+        for ask_id in ask_ids:
+            if ask_id in listening:  # still narrating
+                self._send(ask_id, f"{clock(time.time())} on {camera}: {job.text.strip()}",
+                           {"camera": camera, "enriched": True, "job_id": job.job_id})  # fmt: skip
 
     def _send(self, ask_id: str, text: str, data: dict) -> None:
         try:

@@ -293,3 +293,40 @@ def test_narration_over_mqtt_sends_commentary_lines_on_the_ask_id(
     finally:
         edge.stop()
         sub.close()
+
+
+def test_with_an_llm_blue_loop_an_arrival_line_is_followed_by_its_description(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """`blueloop.llm: true`: the narrator asks the blue loop (here a stand-in worker speaking the real
+    protocol over real MQTT: the LLM cannot run here) to describe each arrival; the description
+    follows the line on the same ask id. Without an arrival, nothing is asked."""
+    from tests.test_delegate import Rig as DelegateRig
+    from tests.test_delegate import Worker
+
+    rig = DelegateRig(tmp_path / "data", mosquitto)
+    worker = Worker(mosquitto.port)
+    rig.start()
+    narrator = Narrator(rig.control, rig.events, rate_s=0.1, enrich=rig.delegate)
+    lines: list[tuple[str, str, dict]] = []
+    rig.control.answer = lambda ask_id, kind, text, **extra: lines.append((kind, text, extra))  # type: ignore[method-assign]
+    try:
+        narrator.narrate_on("narrate-1", ["lobby"])
+        narrator.handle(_tr("start", "e1", "person", 1, 1.0), None)  # type: ignore[arg-type]
+        assert wait_until(lambda: any(extra.get("data", {}).get("enriched") for _, _, extra in lines), 15), (
+            lines
+        )
+        kinds = [kind for kind, _, _ in lines]
+        assert kinds and set(kinds) == {"commentary"}
+        entered = next(text for _, text, _ in lines if "entered" in text)
+        described = next(text for _, text, extra in lines if extra.get("data", {}).get("enriched"))
+        assert "a person entered lobby" in entered
+        assert "on lobby: I looked at" in described  # the worker's description, on the same ask
+        assert [r["kind"] for r in worker.requests] == ["describe"]
+        narrator.handle(_tr("end", "e1", "person", 1, 4.0), None)  # type: ignore[arg-type]
+        time.sleep(1.0)
+        assert len(worker.requests) == 1  # a departure asks nothing
+    finally:
+        narrator.stop()
+        worker.close()
+        rig.stop()

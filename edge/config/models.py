@@ -544,6 +544,14 @@ class AdminConfig(Strict):
     listen: str = "127.0.0.1:8080"
 
 
+class BlueLoopConfig(Strict):
+    """What the appliance may expect of the blue-loop workers on its broker."""
+
+    llm: bool = False
+    """The workers run an LLM reasoner (`--reasoner openai`): commentary lines about someone or something
+    that entered are followed by the blue loop's description of it."""
+
+
 class EdgeConfig(Strict):
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     data_dir: str = Field("var", validate_default=True)
@@ -561,6 +569,7 @@ class EdgeConfig(Strict):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    blueloop: BlueLoopConfig = Field(default_factory=BlueLoopConfig)
     push: dict[PushName, PushChannelConfig] = Field(default_factory=dict)
     """Push channels (webhook, ntfy) by name; rules list the names that get their alerts."""
 
