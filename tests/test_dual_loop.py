@@ -7,8 +7,8 @@ from its live state.
 from __future__ import annotations
 
 import json
-import statistics
 import os
+import statistics
 import subprocess
 import sys
 import time
