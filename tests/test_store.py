@@ -924,3 +924,20 @@ def test_reserve_released_once_for_camera_threads_that_fill_the_disk_together(
         ]
     finally:
         store.close()
+
+
+def test_retention_deletes_old_finished_jobs_and_their_reports_but_keeps_open_ones(log: EventLog) -> None:
+    now = time.time()
+    old = now - 40 * DAY
+    for job_id, created in (("old-done", old), ("old-open", old), ("new-done", now)):
+        log.add_job(job_id, None, None, "report", "write a report", created_at=created, deadline=created + 60,
+                    seconds=10)  # fmt: skip
+    log.finish_job("old-done", "done", text="ok", html="<html>old</html>")
+    log.finish_job("new-done", "done", text="ok", html="<html>new</html>")
+    old_page = log.data_dir / log.job("old-done")["html_path"]
+    assert old_page.is_file()
+    report = log.apply_retention(RetentionConfig(max_age_days=30, min_free_mb=0), now=now)
+    assert report.jobs_deleted == 1 and "1 blue-loop jobs deleted" in str(report)
+    assert log.job("old-done") is None and not old_page.exists()  # the report went with its job
+    assert log.job("old-open") is not None  # still waiting for its answer or its timeout
+    assert (log.data_dir / log.job("new-done")["html_path"]).is_file()

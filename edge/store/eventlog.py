@@ -999,7 +999,7 @@ class EventLog:
                 report.undelivered_kept,
                 cfg.max_age_days,
             )
-        if report.events_deleted or report.snapshots_deleted:
+        if report.events_deleted or report.snapshots_deleted or report.jobs_deleted:
             log.info("event log retention: %s", report)
         return report
 
@@ -1024,6 +1024,30 @@ class EventLog:
             with self._write("retention by age failed") as s:
                 if not retention.delete_stray_appearances(s, cutoff, DELETE_BATCH * 10):
                     break
+        self._retain_jobs(cutoff, report)
+
+    def _retain_jobs(self, cutoff: float, report: RetentionReport) -> None:
+        """Finished blue-loop jobs older than the cutoff go, with their saved HTML results; open jobs
+        stay (they are answered or timed out first)."""
+        while True:
+            with self._write("retention of jobs failed") as s:
+                rows = s.execute(
+                    select(JOBS.c.job_id, JOBS.c.html_path)
+                    .where(JOBS.c.status.not_in(JOB_OPEN), JOBS.c.created_at < cutoff)
+                    .limit(DELETE_BATCH)
+                ).all()
+                if rows:
+                    s.execute(JOBS.delete().where(JOBS.c.job_id.in_([job_id for job_id, _ in rows])))
+            if not rows:
+                return
+            report.jobs_deleted += len(rows)
+            with guard("cannot delete job results"):
+                for _, rel in rows:
+                    if rel:
+                        path = self.data_dir / rel
+                        if path.is_file():
+                            report.bytes_freed += path.stat().st_size
+                            path.unlink()
 
     def _retain_by_disk(self, need: int, free: Callable[[], int], report: RetentionReport) -> None:
         """Oldest snapshot files first (they hold nearly all the bytes), then oldest ended events.

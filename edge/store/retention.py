@@ -39,6 +39,8 @@ class RetentionReport:
     """Undelivered event/answer messages dropped because a channel's outbox was over its limit."""
     shed_alerts: int = 0
     """Undelivered alerts dropped for the same reason (only once no other message was left to shed)."""
+    jobs_deleted: int = 0
+    """Finished blue-loop jobs past the age limit, with their saved HTML results."""
 
     def __str__(self) -> str:
         """For the log: what was done, in words ('nothing to do' when nothing was)."""
@@ -52,6 +54,7 @@ class RetentionReport:
             else "",
             f"{self.shed_messages} event messages shed" if self.shed_messages else "",
             f"{self.shed_alerts} alerts shed" if self.shed_alerts else "",
+            f"{self.jobs_deleted} blue-loop jobs deleted" if self.jobs_deleted else "",
         ]
         return ", ".join(p for p in parts if p) or "nothing to do"
 
