@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 import edge.outbox
+from edge.outbox import blue_result_payload
 
 SCHEMAS = Path(edge.outbox.__file__).resolve().parent / "schemas"
 KINDS = ("describe", "report", "read_text", "ui_html", "verify")
@@ -78,17 +79,7 @@ class Result:
     html: str | None = None
 
     def payload(self, job_id: str, elapsed_ms: float) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "v": 1,
-            "job_id": job_id,
-            "status": self.status,
-            "text": self.text,
-            "data": self.data,
-            "elapsed_ms": round(max(elapsed_ms, 0.0), 1),
-        }
-        if self.html is not None:
-            out["html"] = self.html
-        return out
+        return blue_result_payload(job_id, self.status, self.text, self.data, elapsed_ms, self.html)
 
 
 @cache

@@ -36,6 +36,8 @@ from blueloop.jobs import KINDS, Job, JobError, Result, identify, parse_job, unk
 from blueloop.reasoners import Reasoner
 from edge.bus.mqtt import masked_url, new_client, parse_endpoint, tls_context
 from edge.config.models import MqttConfig
+from edge.outbox import Topics
+from edge.outbox.topics import blue_request_filter, device_of_request
 
 log = logging.getLogger("blueloop.worker")
 
@@ -99,7 +101,7 @@ class Worker:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self.filter = f"$share/blueloop/{cfg.prefix}/+/blue/request"
+        self.filter = blue_request_filter(cfg.prefix)
         self.stats = Stats()
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="blueloop-job")
         self._lock = threading.Lock()
@@ -185,12 +187,6 @@ class Worker:
 
     # -- jobs ------------------------------------------------------------------------------------
 
-    def _topic_device(self, topic: str) -> str | None:
-        head, tail = self.cfg.prefix + "/", "/blue/request"
-        if topic.startswith(head) and topic.endswith(tail) and len(topic) > len(head) + len(tail):
-            return topic[len(head) : -len(tail)]
-        return None
-
     def _handle(self, topic: str, payload: bytes, mid: int, qos: int, generation: int) -> None:
         with self._lock:
             self._queued -= 1
@@ -202,7 +198,7 @@ class Worker:
 
     def _take(self, topic: str, payload: bytes, ack: tuple[int, int, int]) -> None:
         started = time.monotonic()
-        job_id, device, doc = identify(payload, self._topic_device(topic))
+        job_id, device, doc = identify(payload, device_of_request(self.cfg.prefix, topic))
         if job_id is None or device is None:
             why = "not JSON" if doc is None else "no job_id" if device else "no device"
             log.warning(
@@ -257,7 +253,7 @@ class Worker:
     def _finish(self, entry: _Running, result: Result) -> None:
         """Publish the job's first outcome (done/failed, or timeout from the deadline watch), then ack."""
         elapsed_ms = (time.monotonic() - entry.started) * 1000
-        topic = f"{self.cfg.prefix}/{entry.device}/blue/result"
+        topic = Topics(self.cfg.prefix, entry.device).blue_result
         body = json.dumps(result.payload(entry.job_id, elapsed_ms), separators=(",", ":")).encode()
         with self._lock:
             if entry.finished:

@@ -62,6 +62,8 @@ class Appliance:
         self.push_workers: list[PushWorker] = []
         self.live = LiveView()
         self._detector: Detector | None = None
+        self.narrator: Narrator | None = None
+        self.router: Router | None = None
         self._init_store()
         try:
             self._init_control()
@@ -213,11 +215,11 @@ class Appliance:
             camera.stop()
         for thread in self.threads:
             thread.join(timeout=5)
-        if getattr(self, "narrator", None) is not None:
+        if self.narrator is not None:
             self.narrator.stop()  # before the loops end their events: a stop is not "left after 12 s"
         for loop in self.loops.values():
             loop.finish()
-        if getattr(self, "router", None) is not None:
+        if self.router is not None:
             self.router.close()
         self.journal.close()
         for worker in self.push_workers:

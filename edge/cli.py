@@ -13,6 +13,7 @@ from edge.capture import SourceError
 from edge.config import CameraConfig, ConfigError, EdgeConfig, load_config
 from edge.reflex import BackendError, ModelError
 from edge.store import EventLog, StoreError
+from edge.timefmt import clock
 
 log = logging.getLogger("edge")
 
@@ -63,27 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--camera", help="the camera the instruction is about")
     explain.add_argument("--config", help="YAML config file (its cameras, zones and rules are known)")
 
-    events = sub.add_parser("events", help="list the event log")
-    events.add_argument("--config", help="YAML config file")
-    events.add_argument("--data", help="data folder (default: the config's data_dir)")
+    events = _log_reader(sub, "events", "list the event log")
     events.add_argument("--camera")
     events.add_argument("--label")
-    events.add_argument("--limit", type=int, default=50)
-    events.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
-
-    alerts = sub.add_parser("alerts", help="list alerts and their delivery (MQTT, push channels)")
-    alerts.add_argument("--config", help="YAML config file")
-    alerts.add_argument("--data", help="data folder (default: the config's data_dir)")
+    alerts = _log_reader(sub, "alerts", "list alerts and their delivery (MQTT, push channels)")
     alerts.add_argument("--camera")
-    alerts.add_argument("--limit", type=int, default=50)
-    alerts.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
-
-    asks = sub.add_parser("asks", help="list the instructions, their answers and blue-loop jobs")
-    asks.add_argument("--config", help="YAML config file")
-    asks.add_argument("--data", help="data folder (default: the config's data_dir)")
-    asks.add_argument("--limit", type=int, default=50)
-    asks.add_argument("--json", action="store_true", help="JSON Lines instead of a list")
+    _log_reader(sub, "asks", "list the instructions, their answers and blue-loop jobs")
     return parser
+
+
+def _log_reader(sub: argparse._SubParsersAction, name: str, what: str) -> argparse.ArgumentParser:
+    """A command that reads the event log (`_open_log`): where it is, how many rows, JSON or a table."""
+    p = sub.add_parser(name, help=what)
+    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--data", help="data folder (default: the config's data_dir)")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
+    return p
 
 
 def _apply_common(cfg: EdgeConfig, args: argparse.Namespace) -> EdgeConfig:
@@ -254,8 +251,6 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 def cmd_alerts(args: argparse.Namespace) -> int:
     """Alerts, newest first, and what became of each on every channel (MQTT, push)."""
-    from datetime import datetime
-
     log_ = _open_log(args)
     try:
         rows = log_.alert_deliveries(limit=args.limit, camera=args.camera)
@@ -266,15 +261,9 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             print(json.dumps(row, default=str))
         return 0
 
-    def when(at: float, day_of: float) -> str:
-        """Clock time, with the date too when it is not the alert's day."""
-        moment = datetime.fromtimestamp(at)
-        same_day = moment.date() == datetime.fromtimestamp(day_of).date()
-        return moment.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S")
-
     def delivery(channel: str, state: dict, alert_at: float) -> str:
         if state["state"] == "delivered":
-            return f"{channel}: delivered {when(state['at'], alert_at)}"
+            return f"{channel}: delivered {clock(state['at'], alert_at)}"
         if state["state"] == "dropped":
             return f"{channel}: dropped ({state.get('reason') or 'no reason recorded'})"
         tries = state["attempts"]

@@ -51,7 +51,7 @@ class AskRouter(Protocol):
     def execute(self, ask_id: str, text: str, decision: Any, job_id: str | None) -> None: ...
 
 
-class StateSink:
+class StateSink(Protocol):
     """What the control surface tells the retained MQTT state (bus.state.RetainedState fits)."""
 
     def switch(self, camera: str, switch: str, on: bool) -> None: ...

@@ -91,6 +91,6 @@ class Housekeeping:
                 depth, dropped = self.events.outbox_depth(), self.events.outbox_dropped()
             except StoreError:
                 depth, dropped = 0, 0
-            disk_full = bool(held) or bool(getattr(self.events, "disk_full", False))
+            disk_full = bool(held) or self.events.disk_full
             self.retained.stats(cameras, depth + held, dropped + self.journal.shed, outbox_held=held,
                                 disk_full=disk_full)  # fmt: skip

@@ -129,10 +129,6 @@ class LiveView:
         self._views.setdefault(camera, CameraView(camera, 0.0))
         return self.keyframes.setdefault(camera, KeyframeRing())
 
-    def remove_camera(self, camera: str) -> None:
-        self._views.pop(camera, None)
-        self.keyframes.pop(camera, None)
-
     def publish(self, view: CameraView) -> None:
         self._views[view.camera] = view  # one assignment: readers see the old view or the new one
 

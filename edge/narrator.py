@@ -22,13 +22,13 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from edge.instructions.router import clock, plural
+from edge.instructions.router import plural
 from edge.rules import AREA_LABELS, Transition
+from edge.timefmt import clock
 from edge.types import Frame
 
 if TYPE_CHECKING:
@@ -97,9 +97,8 @@ class Narrator:
         self.enrich = enrich
         self._enriching: dict[str, tuple[list[str], str]] = {}
         """job id -> (the narrate asks it answers, camera)."""
-        self._previous: Callable[[FinishedJob], None] | None = None
         if enrich is not None:
-            self._previous, enrich.on_finished = enrich.on_finished, self._described
+            enrich.listen(self._described)
         self.events = events
         self.rate_s = rate_s
         self.min_period_s = min_period_s
@@ -353,12 +352,10 @@ class Narrator:
             self._enriching[job_id] = (list(ask_ids), data["camera"])
 
     def _described(self, job: FinishedJob) -> None:
-        """The delegate's on_finished hook: a description for a commentary line becomes a line too."""
+        """A job ended (the delegate's listener): a description for a commentary line becomes a line."""
         with self._lock:
             wanted = self._enriching.pop(job.job_id, None)
-        if wanted is None:
-            if self._previous is not None:
-                self._previous(job)
+        if wanted is None:  # not ours
             return
         ask_ids, camera = wanted
         if job.status != "done" or not job.text.strip():

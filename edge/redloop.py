@@ -214,6 +214,8 @@ class RedLoop:
         live view. A track missed for up to COUNT_HOLD_S still counts, so one missed detection does not
         flap the count; a fire-only look says nothing about people, so their counts wait for an object
         look. Labels no rule tracks are counted from the last object look as it was."""
+        if self.on_counts is None and self.live is None:  # nobody reads counts (edge scan): no work
+            return
         pts = frame.pts
         tracked: Counter[str] = Counter(
             t.label for t in self.tracker.tracks.values() if pts - t.last_pts <= COUNT_HOLD_S

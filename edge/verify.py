@@ -60,7 +60,7 @@ def verdict_of(data: object) -> bool | None:
 
 
 class Verifier:
-    """One per appliance: a red-loop sink (`handle`) and the delegate's `on_finished` hook (`attach`)."""
+    """One per appliance: a red-loop sink (`handle`) and a listener of the delegate's ended jobs."""
 
     def __init__(
         self,
@@ -94,12 +94,10 @@ class Verifier:
         self._said: set[str] = set()
         self._queue: queue.Queue[tuple[float, AlertRecord]] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._previous: Callable[[FinishedJob], None] | None = None
 
     def attach(self) -> None:
-        """Take the delegate's `on_finished` hook (a hook set before is still called first)."""
-        self._previous = self.delegate.on_finished
-        self.delegate.on_finished = self.on_finished
+        """Hear of every job that ends; verdicts of verify jobs are ours."""
+        self.delegate.listen(self.on_finished)
 
     # -- red loop side ----------------------------------------------------------------------------
 
@@ -175,11 +173,6 @@ class Verifier:
     def on_finished(self, job: FinishedJob) -> None:
         """Any delegated job ended (delegate or bus thread): a verify job's verdict becomes the
         alert's phase change."""
-        if self._previous is not None:
-            try:
-                self._previous(job)
-            except Exception:
-                log.exception("job %s: on_finished failed", job.job_id)
         if job.kind != KIND:
             return
         with self._lock:

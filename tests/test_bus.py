@@ -63,6 +63,15 @@ class Edge:
         self.log = config.parent / "edge.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    def running(cls, config: dict, folder: Path) -> Edge:
+        """Write `config` as folder/edge.yaml and start `edge run` on it."""
+        path = folder / "edge.yaml"
+        path.write_text(yaml.safe_dump(config))
+        edge = cls(path)
+        edge.start()
+        return edge
+
     def start(self) -> None:
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(

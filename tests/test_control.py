@@ -13,7 +13,6 @@ from pathlib import Path
 
 import cv2
 import pytest
-import yaml
 
 from edge.capture import open_source
 from edge.config import EdgeConfig, RuleConfig
@@ -201,11 +200,8 @@ def test_detect_off_over_mqtt_ends_the_event_and_clears_active(tmp_path: Path, m
         "rules": [{"name": "fire", "label": "fire", "repeat_s": 1.0, "severity": "critical"}],
         "mqtt": {"url": mosquitto.url, "stats_every_s": 1.0},
     }
-    path = tmp_path / "edge.yaml"
-    path.write_text(yaml.safe_dump(config))
     sub = Subscriber(mosquitto.port, ["reflex/dev1/#"])
-    edge = Edge(path)
-    edge.start()
+    edge = Edge.running(config, tmp_path)
     try:
         active = "reflex/dev1/yard/active/fire"
         assert wait_until(lambda: sub.on(active) and sub.on(active)[-1] == b"ON", 30), edge.text()

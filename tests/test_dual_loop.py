@@ -17,7 +17,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import yaml
 
 from tests.conftest import DATA, MODEL, REPO, needs_shared
 from tests.support import Mosquitto, Subscriber, wait_until
@@ -70,11 +69,8 @@ def dual(tmp_path: Path, mosquitto: Mosquitto):
                                {"name": "person", "label": "person", "cameras": ["lobby"]}],
         "mqtt": {"url": mosquitto.url, "stats_every_s": 1.0},
     }  # fmt: skip
-    path = tmp_path / "edge.yaml"
-    path.write_text(yaml.safe_dump(config))
     sub = Subscriber(mosquitto.port, ["reflex/dev1/#"])
-    edge = Edge(path)
-    edge.start()
+    edge = Edge.running(config, tmp_path)
     assert wait_until(lambda: edge.text().count("MQTT connected") == 1, 30), edge.text()
     yield edge, sub, mosquitto, tmp_path
     edge.stop()

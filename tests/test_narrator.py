@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from edge.capture import open_source
 from edge.config import RuleConfig
@@ -268,11 +267,8 @@ def test_narration_over_mqtt_sends_commentary_lines_on_the_ask_id(
         "model": {"path": str(MODEL)},
         "mqtt": {"url": mosquitto.url, "stats_every_s": 1.0},
     }
-    path = tmp_path / "edge.yaml"
-    path.write_text(yaml.safe_dump(config))
     sub = Subscriber(mosquitto.port, ["reflex/dev1/#"])
-    edge = Edge(path)
-    edge.start()
+    edge = Edge.running(config, tmp_path)
 
     def answers(ask_id: str, kind: str) -> list[dict]:
         return [a for a in sub.json_on("reflex/dev1/answers") if a["id"] == ask_id and a["kind"] == kind]

@@ -88,7 +88,7 @@ def test_messages_held_in_memory_are_published_and_acknowledged(tmp_path: Path, 
         assert wait_until(lambda: memory.acked(token), 10)
         assert wait_until(lambda: sub.json_on(TOPICS.alerts), 5)
         assert sub.json_on(TOPICS.alerts)[0]["id"] == "alert-7"
-        assert len(memory) == 0  # acknowledged: nothing left to send
+        assert memory.unacked_count() == 0  # acknowledged: nothing left to send
     finally:
         bus.stop()
         sub.close()

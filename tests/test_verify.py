@@ -57,12 +57,15 @@ def bodies(receiver: Receiver) -> list[dict]:
 
 class StandInDelegate:
     """What the Verifier uses of the Delegate: `submit` (the job stored as the real one stores it),
-    `on_finished` and `events`."""
+    `listen` and `events`."""
 
     def __init__(self, events: EventLog) -> None:
         self.events = events
-        self.on_finished: Any = None
+        self.listeners: list[Any] = []
         self.jobs: list[dict] = []
+
+    def listen(self, listener: Any) -> None:
+        self.listeners.append(listener)
 
     def submit(self, ask_id: str | None, camera: str | None, kind: str, prompt: str, *, job_id: str,
                seconds: float, deadline_s: float, extra_context: dict) -> str:  # fmt: skip
@@ -144,9 +147,8 @@ class Rig:
         return rec
 
     def verdict(self, job_id: str, status: str, data: object, text: str = "") -> None:
-        self.delegate.on_finished(
-            FinishedJob(job_id, None, "lobby", "verify", status, text, data, None, 40.0)
-        )
+        for listener in self.delegate.listeners:
+            listener(FinishedJob(job_id, None, "lobby", "verify", status, text, data, None, 40.0))
 
     def mqtt_phases(self, aid: str) -> list[str]:
         rows = self.events.outbox_pending(channel="mqtt")
@@ -232,7 +234,7 @@ def test_a_verdict_for_a_job_of_the_last_run_finds_its_alert_in_the_event_log(ri
     ev = rig.event("ev3")
     rig.alert(ev, "c1")
     assert wait_until(lambda: rig.delegate.jobs, 5)
-    rig.delegate.on_finished = None
+    rig.delegate.listeners.clear()
     rig.verifier = rig.new_verifier()  # a restart: the new verifier never saw the alert
     rig.verdict(rig.delegate.jobs[0]["job_id"], "done", {"confirmed": True})
     assert rig.mqtt_phases("c1") == ["provisional", "confirmed"]

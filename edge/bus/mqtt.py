@@ -417,7 +417,7 @@ class Bus:
 
     def _publish_memory(self, client: mqtt.Client, inflight: dict[int, _Inflight]) -> int:
         """Messages the event log could not take: published from memory (MQTT needs no disk)."""
-        if not len(self.memory):
+        if not self.memory.unacked_count():
             return 0
         flying = {ref for source, ref, _ in inflight.values() if source == "mem"}
         sent = 0

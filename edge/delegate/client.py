@@ -58,7 +58,7 @@ REMEMBER = 1024
 
 @dataclass(frozen=True, slots=True)
 class FinishedJob:
-    """A job that has ended, as `on_finished` gets it (whether or not it answered an ask)."""
+    """A job that has ended, as the listeners get it (whether or not it answered an ask)."""
 
     job_id: str
     ask_id: str | None
@@ -146,7 +146,7 @@ class Delegate:
         self.recent_events = recent_events
         self.max_result_bytes = max_result_bytes
         self.tick_s = tick_s
-        self.on_finished: Callable[[FinishedJob], None] | None = None
+        self._listeners: list[Callable[[FinishedJob], None]] = []
         """Called (delegate or bus command thread) when any job ends: two-phase alerts, commentary."""
         self._queue: queue.Queue[_Pending] = queue.Queue()
         self._preparing: set[str] = set()
@@ -188,6 +188,11 @@ class Delegate:
             self._thread = None
 
     # -- submitting ----------------------------------------------------------------------------
+
+    def listen(self, listener: Callable[[FinishedJob], None]) -> None:
+        """Call `listener` with every job that ends (whether or not it answered an ask); each listener
+        picks the jobs that are its own (the verifier: kind verify; the narrator: its describe jobs)."""
+        self._listeners.append(listener)
 
     def submit(
         self,
@@ -482,7 +487,7 @@ class Delegate:
             self._answer_ask(job["ask_id"], job_id, status, result, error)
         elapsed = job["elapsed_ms"]
         log.info("job %s: %s after %.0f ms (%d request(s))", job_id, status, elapsed or 0, job["attempts"])
-        if self.on_finished is not None:
+        if self._listeners:
             text = result.text if result is not None and status == "done" else (error or "")
             finished = FinishedJob(
                 job_id,
@@ -495,10 +500,11 @@ class Delegate:
                 result.html if result else None,
                 elapsed,
             )
-            try:
-                self.on_finished(finished)
-            except Exception:
-                log.exception("job %s: on_finished failed", job_id)
+            for listener in self._listeners:
+                try:
+                    listener(finished)
+                except Exception:  # one listener's bug must not keep the job's end from the others
+                    log.exception("job %s: a listener failed", job_id)
         return True
 
     def _save(self, job_id: str, status: str, result: JobResult | None, error: str | None) -> dict | None:

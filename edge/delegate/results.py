@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.outbox import PAYLOAD_VERSION
+from edge.outbox.payloads import RESULT_STATUSES
 
-RESULT_STATUSES = ("done", "failed", "timeout")
 MAX_RESULT_BYTES = 32 * 1024 * 1024
 MAX_ID = 200
 

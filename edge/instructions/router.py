@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from edge.config.models import RuleConfig
 from edge.control import Control, ControlError
 from edge.instructions.parse import HELP, Context, Decision, parse, rule_words
 from edge.live import LiveView
 from edge.store import EventLog, StoreError
+from edge.timefmt import clock
 
 if TYPE_CHECKING:
     from edge.narrator import Narrator
@@ -35,30 +35,12 @@ NARRATION = ("narrate_on", "narrate_off", "digest_on", "digest_off")
 """Control tasks the narrator (edge/narrator.py) carries out."""
 
 
-class Delegate(Protocol):
-    def submit(
-        self, ask_id: str | None, camera: str | None, kind: str, prompt: str, *, job_id: str | None = None
-    ) -> str: ...
-
-
 def plural(n: int, label: str) -> str:
     if label == "person":
         return "1 person" if n == 1 else f"{n} people"
     if label in ("fire", "smoke"):
         return label if n else f"no {label}"
     return f"{n} {label}" + ("" if n == 1 else "es" if label.endswith(("s", "sh", "ch", "x")) else "s")
-
-
-def clock(epoch: float | None) -> str:
-    """Device local time, as people read it."""
-    if epoch is None:
-        return "-"
-    moment = datetime.fromtimestamp(epoch)
-    return (
-        moment.strftime("%H:%M:%S")
-        if moment.date() == datetime.now().date()
-        else moment.strftime("%Y-%m-%d %H:%M:%S")
-    )
 
 
 class Router:
@@ -69,22 +51,15 @@ class Router:
         events: EventLog,
         labels: set[str],
         zones: dict[str, dict[str, list[tuple[float, float]]]] | None = None,
-        delegate: Delegate | None = None,
     ) -> None:
         self.control = control
         self.live = live
         self.events = events
         self.labels = frozenset(labels)
         self.zones = zones or {}
-        self._delegate = delegate
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="ask")
         self.narrator: Narrator | None = None
         """The running commentary and scheduled digests (edge.narrator), set by the appliance."""
-
-    @property
-    def delegate(self) -> Delegate | None:
-        """The blue-loop client given here, else the control surface's (set by the appliance)."""
-        return self._delegate or getattr(self.control, "delegate", None)
 
     def context(self) -> Context:
         rules = tuple(
@@ -148,7 +123,7 @@ class Router:
         if d.kind == "control":
             return self._control(d)
         if d.kind == "delegate":
-            if self.delegate is None:
+            if self.control.delegate is None:
                 return (
                     "error",
                     (
@@ -158,7 +133,7 @@ class Router:
                     None,
                 )
             camera = d.cameras[0] if d.cameras else (self.control.cameras() or [None])[0]
-            self.delegate.submit(ask_id, camera, d.task or "describe", text, job_id=job_id)
+            self.control.delegate.submit(ask_id, camera, d.task or "describe", text, job_id=job_id)
             return None, "", None
         return (
             "answer",

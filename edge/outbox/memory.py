@@ -60,11 +60,8 @@ class MemoryQueue:
         with self._lock:
             return [h.message for h in self._items.values() if not h.acked]
 
-    def __len__(self) -> int:
+    def unacked_count(self) -> int:
+        """Messages still to publish. (A method, not `__len__`: an empty queue must not be falsy, or
+        `memory or MemoryQueue()` would quietly replace the appliance's shared queue.)"""
         with self._lock:
             return sum(1 for h in self._items.values() if not h.acked)
-
-    def __bool__(self) -> bool:
-        """Always true, even when empty: `__len__` alone would make an empty queue falsy, and
-        `memory or MemoryQueue()` (journal, bus) would then replace the shared queue with its own."""
-        return True

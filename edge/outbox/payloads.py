@@ -126,6 +126,29 @@ def blue_request_payload(
     }
 
 
+RESULT_STATUSES = ("done", "failed", "timeout")
+"""The `status` of a blue-loop result."""
+
+
+def blue_result_payload(
+    job_id: str, status: str, text: str, data: Any, elapsed_ms: float, html: str | None = None
+) -> dict[str, Any]:
+    """What a blue-loop worker publishes on `…/blue/result` (the worker side of the contract)."""
+    if status not in RESULT_STATUSES:
+        raise ValueError(f"unknown result status {status!r}")
+    out: dict[str, Any] = {
+        "v": PAYLOAD_VERSION,
+        "job_id": job_id,
+        "status": status,
+        "text": text,
+        "data": data,
+        "elapsed_ms": round(max(elapsed_ms, 0.0), 1),
+    }
+    if html is not None:
+        out["html"] = html
+    return out
+
+
 def stats_payload(
     device: str, cameras: dict[str, dict[str, object]], outbox_depth: int, outbox_shed: int, **extra: Any
 ) -> dict[str, Any]:

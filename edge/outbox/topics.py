@@ -17,6 +17,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+BLUE_GROUP = "blueloop"
+"""The shared-subscription group every blue-loop worker joins."""
+
+
+def blue_request_filter(prefix: str, group: str = BLUE_GROUP) -> str:
+    """What a blue-loop worker subscribes to: every device's job requests, shared in `group`."""
+    return f"$share/{group}/{prefix}/+/blue/request"
+
+
+def device_of_request(prefix: str, topic: str) -> str | None:
+    """The device id in `{prefix}/{device}/blue/request`, or None for any other topic."""
+    parts = topic.split("/")
+    if len(parts) == 4 and parts[0] == prefix and parts[2:] == ["blue", "request"] and parts[1]:
+        return parts[1]
+    return None
+
 
 @dataclass(frozen=True, slots=True)
 class Topics:
@@ -84,10 +100,6 @@ class Topics:
 
     def switch_set(self, camera: str, switch: str) -> str:
         return self(camera, switch, "set")
-
-    def camera_filters(self) -> tuple[str, ...]:
-        """Filters covering every retained per-camera topic: {camera}/x and {camera}/x/y."""
-        return self("+", "+"), self("+", "+", "+")
 
     def relative(self, topic: str) -> list[str] | None:
         """The levels of `topic` below the device root, or None when it is not one of ours."""
