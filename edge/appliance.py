@@ -38,7 +38,7 @@ from edge.rules import Rule, Transition
 from edge.store import DataLock, EventLog, StoreError
 from edge.types import Frame
 from edge.verify import Verifier
-from edge.wiring import known_labels, needs_objects
+from edge.wiring import known_labels, load_models, needs_objects
 
 log = logging.getLogger("edge.appliance")
 
@@ -103,6 +103,8 @@ class Appliance:
         self.rules = self.control.load_rules(self.config_rules)
         if needs_objects(self.rules):
             self._load_detector()
+        self.models = load_models(self.cfg, self.base_dir)  # all of them: runtime rules may want one
+        self.control.model_labels = {label for m in self.models for label in m.labels}
 
     def _init_bus(self) -> None:
         self.bus: Bus | None = None
@@ -116,6 +118,7 @@ class Appliance:
         self.retained = RetainedState(self.bus)
         Commands(self.topics, self.control, self.cfg.mqtt.max_command_bytes).subscribe(self.bus)
         self.journal.on_snapshot = self.retained.snapshot
+        self.journal.on_verdict = self.retained.verdict  # binary sensors follow confirmed fire and smoke
         self.control.on_rules_changed = self._announce_to_home_assistant
 
     def _init_delegate(self) -> None:
@@ -129,7 +132,9 @@ class Appliance:
     def _init_verifier(self) -> None:
         """Two-phase alerts: provisional alerts of rules with `verify` get a blue-loop `verify` job
         (the verifier is a red-loop sink after the journal); its verdict is the same alert again,
-        confirmed or retracted. `confirmed_only` push channels get confirmed alerts only."""
+        confirmed or retracted. Fire and smoke are verified on the device as well (the red loop's
+        event machine); the journal combines the two verdicts. `confirmed_only` push channels get
+        confirmed alerts only."""
         self.journal.confirmed_only = frozenset(n for n, c in self.cfg.push.items() if c.confirmed_only)
         self.verifier = Verifier(self.journal, self.delegate, self._wake_deliverers, self.stop_event,
                                  reachable=self.bus is not None)  # fmt: skip
@@ -147,7 +152,8 @@ class Appliance:
                 log.info("camera %s is disabled; not capturing", name)
                 continue
             self.events.ensure_camera(name, cam_cfg.source, detect=cam_cfg.detect, alerts=cam_cfg.alerts)
-            self.loops[name] = RedLoop(name, self.cfg, self.rules, self._detector, sinks, live=self.live)
+            self.loops[name] = RedLoop(name, self.cfg, self.rules, self._detector, sinks, live=self.live,
+                                       models=self.models)  # fmt: skip
             self.cameras[name] = Camera(name, cam_cfg, on_status=self._camera_status)
         self.control.attach(self.loops, self.retained)
         self.control.apply_stored_switches()

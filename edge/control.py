@@ -78,6 +78,8 @@ class Control:
         self.topics = topics
         self.journal = journal
         self.known_labels = known_labels
+        self.model_labels: set[str] = set()
+        """Labels the extra models (config `extra_models`) know: what a `source: model` rule may ask for."""
         self.push_channels = set(push_channels)
         self._detector = detector
         self.notify = notify
@@ -227,6 +229,10 @@ class Control:
     def _problem(self, cfg: RuleConfig) -> str | None:
         if cfg.label not in self.known_labels:
             return f"unknown label {cfg.label!r}"
+        if cfg.source != "any" and cfg.label not in AREA_LABELS:
+            return f"source {cfg.source!r} is for fire and smoke only"
+        if cfg.source == "model" and cfg.label not in self.model_labels:
+            return f"no extra model has the label {cfg.label!r} (source: model)"
         for camera in cfg.cameras or []:
             if self.loops and camera not in self.loops:
                 return f"unknown camera {camera!r}"

@@ -23,6 +23,7 @@ from edge.outbox import MemoryQueue, Topics, alert_message, event_message
 from edge.rules import Rule, Transition
 from edge.store import EventLog, StoreError
 from edge.types import AlertRecord, EventRecord, Frame
+from edge.verify import unmarked
 
 log = logging.getLogger("edge.journal")
 
@@ -62,6 +63,11 @@ class Journal:
         """Provisional alert id -> its rule's push channels then: its phase change goes to the same."""
         self._verdicts: OrderedDict[str, tuple[str, str]] = OrderedDict()
         """Event id -> (phase, text suffix) once verified: its later alerts (repeats) carry them."""
+        self._told_confirmed: OrderedDict[str, None] = OrderedDict()
+        """Alert ids published as confirmed: a later retraction goes to `confirmed_only` channels too."""
+        self.on_verdict: Callable[[AlertRecord], None] | None = None
+        """Called with every phase change the journal took (either loop's verdict), after writing it:
+        the Home Assistant binary sensor of a device-verified rule follows it."""
         self._verify_lock = threading.Lock()
         self.held: deque[_Held] = deque()
         self.shed = 0
@@ -104,12 +110,29 @@ class Journal:
         return len(self.held)
 
     def handle(self, transition: Transition, frame: Frame | None) -> None:
+        """Write a red-loop transition. An alert's phase change (`transition.verdict`: the device's, or
+        the blue loop's through `verified`) is taken if it changes anything (see `_take`); a later
+        alert of a verified event (a repeat) is given the event's phase and mark."""
+        self._handle(transition, frame)
+
+    def _handle(self, transition: Transition, frame: Frame | None) -> bool:
+        """`handle`; False for a phase change not taken."""
         alert = transition.alert
-        if alert is not None and alert.phase == "provisional" and alert.event_id in self._verdicts:
+        if alert is not None and transition.verdict is not None:
+            if not self._take(alert, transition.verdict):
+                return False
+            frame = None  # the alert's snapshot was taken with its provisional message
+        elif alert is not None and alert.event_id in self._verdicts:
             with self._verify_lock:  # a repeat of a verified event: its current phase
                 verdict = self._verdicts.get(alert.event_id)
-            if verdict is not None:
-                alert.phase, alert.text = verdict[0], alert.text + verdict[1]
+            if verdict is not None and alert.phase != verdict[0]:
+                alert.phase, alert.text = verdict[0], unmarked(alert.text) + verdict[1]
+        self._commit(transition, frame)
+        if alert is not None and transition.verdict is not None and self.on_verdict is not None:
+            self.on_verdict(alert)
+        return True
+
+    def _commit(self, transition: Transition, frame: Frame | None) -> None:
         if self.held:
             self.retry()
             if self.held:
@@ -123,24 +146,43 @@ class Journal:
             )
             self._hold(transition, frame)
 
-    def verified(self, alert: AlertRecord, suffix: str) -> None:
-        """A verification's verdict: `alert` is the provisional alert with its new phase and text
-        (`suffix` added). It is written under the same id (the alert row updated, a new message with
-        the same message_id), held in memory like any alert if the log fails; the event's later
-        alerts carry the phase and suffix."""
-        with self._verify_lock:
-            self._verdicts[alert.event_id] = (alert.phase, suffix)
-            while len(self._verdicts) > VERIFIED_KEEP:
-                self._verdicts.popitem(last=False)
+    def verified(self, alert: AlertRecord, suffix: str) -> bool:
+        """The blue loop's verdict: `alert` is the provisional alert with its new phase and text
+        (`suffix` added). It goes the way of the device's verdicts (a red-loop transition with
+        `verdict`): False when it changes nothing (see `_take`)."""
         event = EventRecord(id=alert.event_id, camera=alert.camera, label=alert.label, rule=alert.rule,
                             score=0.0, box=alert.box, started_at=alert.at, frame=alert.frame,
                             pts=alert.pts)  # fmt: skip
-        self.handle(Transition("alert", event, alert.frame, alert.pts, alert), None)
+        return self._handle(Transition("alert", event, alert.frame, alert.pts, alert, verdict=suffix), None)
+
+    def _take(self, alert: AlertRecord, suffix: str) -> bool:
+        """Record a verdict on `alert`'s event, if it changes anything: a first verdict is taken, a
+        retraction overrules a confirmation (the blue loop calling off what the device confirmed, or
+        the other way round), and a retraction is final (nothing brings the alert back, and the same
+        verdict again is not sent twice). A taken verdict is written under the alert's id (the alert
+        row updated, a new message with the same message_id), held in memory like any alert if the log
+        fails; the event's later alerts carry its phase and suffix."""
+        with self._verify_lock:
+            before = self._verdicts.get(alert.event_id)
+            if before is not None and (before[0] == "retracted" or before[0] == alert.phase):
+                log.info("alert %s: %s verdict not taken, the alert is %s already", alert.id, alert.phase,
+                         before[0])  # fmt: skip
+                return False
+            self._verdicts[alert.event_id] = (alert.phase, suffix)
+            self._verdicts.move_to_end(alert.event_id)
+            while len(self._verdicts) > VERIFIED_KEEP:
+                self._verdicts.popitem(last=False)
+            if alert.phase == "confirmed":
+                self._told_confirmed[alert.id] = None
+                while len(self._told_confirmed) > VERIFIED_KEEP:
+                    self._told_confirmed.popitem(last=False)
+        return True
 
     def _push_of(self, alert: AlertRecord) -> tuple[str, ...]:
         """The push channels that get this alert message: all of its rule's while confirmed, those
-        without `confirmed_only` while provisional or retracted. A phase change goes to the channels
-        its provisional alert was queued for (the rule may have changed since)."""
+        without `confirmed_only` while provisional or retracted (unless it was confirmed before: who
+        heard the confirmation hears its retraction). A phase change goes to the channels its
+        provisional alert was queued for (the rule may have changed since)."""
         with self._verify_lock:
             names = self._provisional_push.get(alert.id)
             if names is None:
@@ -149,7 +191,8 @@ class Journal:
                     self._provisional_push[alert.id] = names
                     while len(self._provisional_push) > VERIFIED_KEEP:
                         self._provisional_push.popitem(last=False)
-        if alert.phase == "confirmed":
+            told = alert.phase == "retracted" and alert.id in self._told_confirmed
+        if alert.phase == "confirmed" or told:
             return names
         return tuple(n for n in names if n not in self.confirmed_only)
 

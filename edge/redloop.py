@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -27,6 +27,7 @@ from edge.live import CameraView, KeyframeRing, LiveView, TrackView
 from edge.metrics import Histogram, StageTimes
 from edge.reflex.engine import DetectResult
 from edge.reflex.fire import FireDetector
+from edge.reflex.smoke import SmokeDetector
 from edge.rules import AREA_LABELS, EventMachine, Rule, Tracker, Transition
 from edge.types import Detection, Frame
 
@@ -38,6 +39,12 @@ COUNT_HOLD_S = 1.0
 
 class Detector(Protocol):
     def detect(self, image: np.ndarray, labels: set[str] | None = None) -> DetectResult: ...
+
+
+class ModelDetector(Detector, Protocol):
+    """An extra model (config `extra_models`, e.g. fire/smoke): a detector that says what it knows."""
+
+    labels: tuple[str, ...]
 
 
 class Sink(Protocol):
@@ -60,7 +67,9 @@ class RedLoop:
         sinks: list[Sink],
         *,
         live: LiveView | None = None,
+        models: Sequence[ModelDetector] = (),
     ) -> None:
+        """`models`: the extra models (edge.wiring.load_models), shared by every camera like `detector`."""
         self.camera = camera
         self.cfg = cfg
         self.gate = SilenceGate(cfg.gate)
@@ -68,7 +77,13 @@ class RedLoop:
         self.events = EventMachine(camera, rules, cfg.events)
         self.detector = detector
         self.fire: FireDetector | None = None
+        self.smoke: SmokeDetector | None = None
+        self.pixel_labels: set[str] = set()
+        """Area labels (fire, smoke) that rules here take from the pixel detectors."""
         self.object_labels: set[str] = set()
+        self.models = list(models)
+        self.model_labels: list[tuple[ModelDetector, set[str]]] = []
+        """The extra models this camera's rules need, each with the labels they take from it."""
         self.sinks = sinks
         self.live = live
         self.keyframes: KeyframeRing | None = live.add_camera(camera) if live is not None else None
@@ -108,14 +123,31 @@ class RedLoop:
         """Work out which detectors the camera's rules need, and which labels it counts."""
         wanted = self.events.labels
         self.object_labels = wanted - AREA_LABELS
-        if self.object_labels and self.detector is None:
+        # Extra models: each runs for the labels a rule here may take from a model (source any / model).
+        from_models = {r.label for r in self.events.rules if r.cfg.source != "pixel"}
+        needed = ((m, from_models & set(m.labels)) for m in self.models)
+        self.model_labels = [(m, labels) for m, labels in needed if labels]
+        in_models = {label for m in self.models for label in m.labels}
+        for rule in self.events.rules:
+            if rule.cfg.source == "model" and rule.label not in in_models:
+                raise ValueError(f"rule {rule.name!r} on {self.camera} takes {rule.label!r} from a model, "
+                                 "but no extra model has that label")  # fmt: skip
+        pixel = {r.label for r in self.events.rules if r.cfg.source != "model"}
+        if self.object_labels - in_models and self.detector is None:
             raise ValueError(
                 f"rules on {self.camera} need the object detector for {sorted(self.object_labels)}"
             )
-        if self.cfg.fire.enabled and wanted & AREA_LABELS:
+        self.pixel_labels = pixel & AREA_LABELS
+        if self.cfg.fire.enabled and "fire" in self.pixel_labels:
             self.fire = self.fire or FireDetector(self.cfg.fire)
         else:
             self.fire = None
+        # Smoke also runs for a fire rule alone: where smoke rises, the fire detector looks for small
+        # flames at its base (early evidence of a fire too far or too hidden to show much flame).
+        if self.cfg.smoke.enabled and self.pixel_labels:
+            self.smoke = self.smoke or SmokeDetector(self.cfg.smoke)
+        else:
+            self.smoke = None
         self.counts = {label: self.counts.get(label, 0) for label in sorted(wanted)}
 
     def set_detect(self, on: bool) -> None:
@@ -132,6 +164,8 @@ class RedLoop:
             self.gate = SilenceGate(self.cfg.gate)
             if self.fire is not None:
                 self.fire = FireDetector(self.cfg.fire)
+            if self.smoke is not None:
+                self.smoke = SmokeDetector(self.cfg.smoke)
 
     def set_still(self, still: bool) -> None:
         """A still source (an image, a folder of pictures): one sighting is enough for an event,
@@ -170,7 +204,7 @@ class RedLoop:
         t1 = time.perf_counter()
         self.times.add("gate", (t1 - t0) * 1000)
         objects = decision.wake
-        if not objects and not (self.fire is not None and self.fire.watching(frame.pts)):
+        if not objects and not self._pixel_watching(frame.pts):
             self.times.add("skip", (t1 - t0) * 1000)
             self._done(frame)
             return []
@@ -203,11 +237,30 @@ class RedLoop:
             self._detections = tuple(result.detections)
             self._objects_at = time.time()
             detections.extend(d for d in result.detections if d.label in self.object_labels)
+        # Extra models (config extra_models): on woken frames, for the labels rules here take from them.
+        for model, labels in self.model_labels if objects else ():
+            result = model.detect(frame.image, labels)
+            self.times.add("model", result.preprocess_ms + result.infer_ms + result.post_ms)
+            detections.extend(result.detections)
+        smoke: list[Detection] = []
+        if self.smoke is not None:
+            t = time.perf_counter()
+            smoke = self.smoke.detect(frame.image, frame.pts, damaged=frame.damaged)
+            self.times.add("smoke", (time.perf_counter() - t) * 1000)
+            if "smoke" in self.pixel_labels:
+                detections.extend(smoke)
         if self.fire is not None:
             t = time.perf_counter()
-            detections.extend(self.fire.detect(frame.image, frame.pts, damaged=frame.damaged))
+            hints = [d.box for d in smoke]
+            detections.extend(self.fire.detect(frame.image, frame.pts, damaged=frame.damaged, hints=hints))
             self.times.add("fire", (time.perf_counter() - t) * 1000)
         return detections
+
+    def _pixel_watching(self, pts: float) -> bool:
+        """A pixel detector needs this frame although the gate skips it (a flicker or a plume builds)."""
+        return (self.fire is not None and self.fire.watching(pts)) or (
+            self.smoke is not None and self.smoke.watching(pts)
+        )
 
     def _count(self, frame: Frame, objects: bool) -> None:
         """Objects of each label in view now (fire: 1 while burning), for retained counts and the
@@ -276,7 +329,7 @@ class RedLoop:
             for sink in self.sinks:
                 sink.handle(tr, frame)
             self.times.add("store", (time.perf_counter() - t) * 1000)
-            if tr.kind == "alert":
+            if tr.kind == "alert" and tr.verdict is None:  # a phase change is no new alert
                 self.alert_latency.add((time.monotonic() - frame.arrived) * 1000)
 
     def summary(self, wall_s: float) -> dict[str, object]:

@@ -4,7 +4,9 @@ Every frame of a file is processed (nothing is dropped) unless `--realtime` asks
 pacing, where a slow engine drops stale frames exactly as it would on a live camera. The frames go
 through the same capture thread and loop body (`edge.pipeline.feed`) as a camera of `edge run`. An
 image or a folder of images needs one sighting per event (each frame is its own picture), and each
-line of a folder scan names the file it came from. Events and
+line of a folder scan names the file it came from. An alert line also carries the alert's `id` and
+`phase`: a verified rule's (fire, smoke) alert is printed again, same `id` and `event_id`, when the
+device confirms or retracts it, at the frame and `pts` of the verdict. Events and
 alerts are committed to an event log (a temporary one unless `--data` is given), so the reported
 alert latency includes the durable write a real alert pays for.
 """
@@ -30,7 +32,7 @@ from edge.redloop import RedLoop
 from edge.rules import Rule, Transition
 from edge.store import EventLog
 from edge.types import Frame
-from edge.wiring import load_detector
+from edge.wiring import load_detector, load_models
 
 
 class JsonLines:
@@ -49,6 +51,8 @@ class JsonLines:
                 "frame": tr.frame,
                 "pts": round(tr.pts, 3),
                 "text": tr.alert.text,
+                "id": tr.alert.id,
+                "phase": tr.alert.phase,
             }
         else:
             line = {
@@ -91,6 +95,7 @@ def scan(
     name = camera or camera_name(source)
     open_source(source).close()  # a bad source fails here, with its one-line SourceError
     detector = load_detector(cfg, base_dir, rules)
+    models = load_models(cfg, base_dir, rules)
     printer = JsonLines(out)
     with tempfile.TemporaryDirectory(prefix="edge-scan-") as tmp:
         events = EventLog(data_dir or Path(tmp), reserve_bytes=0)  # a scan keeps no disk reserve
@@ -99,7 +104,7 @@ def scan(
             for rule in rules:
                 events.ensure_rule(rule.cfg)
             journal = Journal(events, Topics(cfg.mqtt.prefix, cfg.device.id), rules)
-            loop = RedLoop(name, cfg, rules, detector, [journal, printer])
+            loop = RedLoop(name, cfg, rules, detector, [journal, printer], models=models)
             # The same loop body as `edge run`; lossless unless --realtime asks for camera pacing.
             frames = Camera(name, CameraConfig(source=source, realtime=realtime))
             started = time.perf_counter()

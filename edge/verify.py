@@ -16,6 +16,12 @@ Why it is built this way:
   TRIES jobs per event. An alert is only ever retracted by a verdict, and then out loud (a message
   with the reason), never by silence. Without an MQTT broker there is no blue loop to ask: one log
   line per rule, the alerts stay provisional.
+- **Fire and smoke are verified on the device too** (edge.rules.events: a longer look in the red loop,
+  no I/O), and still asked here when a broker is configured. The two verdicts combine in the journal
+  (`Journal._take`), whichever comes first: the first verdict is published at once; a later retraction
+  overrules a confirmation (the blue loop calling off what the device confirmed, published with its
+  reason); a retraction is final (a blue-loop "confirmed" never brings back an alert the device
+  retracted), and the same verdict twice is published once.
 """
 
 from __future__ import annotations
@@ -51,6 +57,20 @@ TRIES = 3
 REMEMBER = 4096
 CONFIRMED_SUFFIX = " (confirmed)"
 RETRACTED_SUFFIX = " (retracted: not seen again)"
+"""The blue loop's marks; the device's own verdicts (edge.rules.events) use CONFIRMED_SUFFIX too."""
+DID_NOT_HOLD_SUFFIX = " (retracted: did not hold)"
+"""Device verification: the region was not seen in enough frames of the hold time, or its event ended."""
+NOT_VERIFIED_SUFFIX = " (retracted: not verified on the device)"
+"""Device verification: the region held, but the detector's closer look never confirmed it."""
+SUFFIXES = (CONFIRMED_SUFFIX, RETRACTED_SUFFIX, DID_NOT_HOLD_SUFFIX, NOT_VERIFIED_SUFFIX)
+
+
+def unmarked(text: str) -> str:
+    """An alert text without its verdict mark."""
+    for suffix in SUFFIXES:
+        if text.endswith(suffix):
+            return text[: -len(suffix)]
+    return text
 
 
 def verdict_of(data: object) -> bool | None:
@@ -108,12 +128,18 @@ class Verifier:
             return
         if not self.reachable:
             if alert.rule not in self._said:
+                from edge.rules import AREA_LABELS  # (edge.rules imports this module's marks)
+
                 self._said.add(alert.rule)
-                log.warning(
-                    "rule %s asks for verification, but no MQTT broker is configured (the blue loop "
-                    "is reached over MQTT): its alerts stay provisional",
-                    alert.rule,
-                )
+                if alert.label in AREA_LABELS:
+                    log.info("rule %s: no MQTT broker is configured, so its alerts are verified on the "
+                             "device only (no blue loop to ask)", alert.rule)  # fmt: skip
+                else:
+                    log.warning(
+                        "rule %s asks for verification, but no MQTT broker is configured (the blue loop "
+                        "is reached over MQTT): its alerts stay provisional",
+                        alert.rule,
+                    )
             return
         with self._lock:
             tries = self._tries.get(alert.event_id, 0)
@@ -200,14 +226,18 @@ class Verifier:
         changed = replace(alert, phase="confirmed" if confirmed else "retracted", text=alert.text + suffix)
         with self._lock:
             self._busy.add(alert.event_id)  # verified: never asked again
-        self.journal.verified(changed, suffix)
+        if not self.journal.verified(changed, suffix):
+            log.info("alert %s (%s on %s): the blue loop says %s (%s); the alert stays as it was",
+                     alert.id, alert.label, alert.camera, changed.phase, why or "-")  # fmt: skip
+            return changed
         log.warning("alert %s (%s on %s) %s by the blue loop: %s", alert.id, alert.label, alert.camera,
                     changed.phase, why or "-")  # fmt: skip
         self.notify()
         return changed
 
     def _stored_alert(self, job_id: str) -> AlertRecord | None:
-        """The provisional alert of a verify job of the last run, from the event log."""
+        """The provisional alert of a verify job of the last run, from the event log (also when the
+        device confirmed it meanwhile: the blue loop may still call it off)."""
         try:
             job = self.delegate.events.job(job_id)
             ctx = (job or {}).get("context") or {}
@@ -220,7 +250,7 @@ class Verifier:
             log.error("verify job %s: its alert cannot be read: %s", job_id, exc)
             return None
         row = next((r for r in rows if r["id"] == ref.get("id")), None)
-        if row is None or row["phase"] != "provisional":
+        if row is None or row["phase"] not in ("provisional", "confirmed"):
             return None
         box = row["box"]
         return AlertRecord(
@@ -230,7 +260,7 @@ class Verifier:
             camera=row["camera"],
             label=row["label"],
             severity=row["severity"],
-            text=row["text"],
+            text=unmarked(row["text"]),
             at=row["at"],
             frame=row["frame"],
             pts=row["pts"],

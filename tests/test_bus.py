@@ -137,12 +137,14 @@ def test_alerts_events_and_state_arrive_as_documented_and_last_will_says_offline
         assert set(alert) == ALERT_KEYS
         assert alert["v"] == 1 and alert["camera"] == "yard" and alert["label"] == "fire"
         assert alert["severity"] == "critical" and alert["phase"] == "confirmed" and alert["rule"] == "fire"
+        # Alerts leave first (their own priority and in-flight slots); the event follows.
+        assert wait_until(lambda: sub.on(f"{ROOT}/events"), 10)
         event = sub.json_on(f"{ROOT}/events")[0]
         assert set(event) == EVENT_KEYS and event["type"] == "new" and event["id"] == alert["event_id"]
         assert sub.last(f"{ROOT}/availability") == b"online"
         assert wait_until(lambda: (sub.last(f"{ROOT}/yard/snapshot") or b"")[:2] == b"\xff\xd8", 10)
         assert wait_until(lambda: sub.last(f"{ROOT}/yard/fire") == b"1", 10)
-        assert sub.last(f"{ROOT}/yard/active/fire") == b"ON"
+        assert wait_until(lambda: sub.last(f"{ROOT}/yard/active/fire") == b"ON", 10)
         assert sub.last(f"{ROOT}/yard/status") == b"online"
         assert sub.last(f"{ROOT}/yard/detect/state") == b"ON"
         assert wait_until(lambda: sub.on(f"{ROOT}/stats"), 5)

@@ -104,7 +104,7 @@ def test_manifest_matches_shared_readme(manifest: ModelManifest) -> None:
         ({"treshold": 0.3}, "treshold: unknown key 'treshold'"),
         ({"sha256": "abc"}, "sha256: String should match pattern"),
         ({"file": "../evil.onnx"}, "file: Value error, file must be a plain file name"),
-        ({"decoder": {"family": "yolov8", "strides": [8], "scores": "logits"}}, "decoder.family"),
+        ({"decoder": {"family": "yolov5", "strides": [8], "scores": "logits"}}, "decoder.family"),
         ({"preprocess": {"colour": "bgr", "scale": "raw", "letterbox": "centred"}}, "preprocess.letterbox"),
         ({"input": {"width": 420, "height": 416}}, "not a multiple of stride 8"),
     ],

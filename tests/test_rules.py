@@ -121,10 +121,18 @@ def test_repeat_while_the_event_lasts_and_fire_defaults() -> None:
     s.run(flame)
     s.finish()
     assert len(s.kinds("start")) == 1
-    alerts = s.kinds("alert")
+    alerts = [t for t in s.kinds("alert") if t.verdict is None]
     assert [a.frame for a in alerts] == [1, 101, 201, 301]  # fire repeats every 10 s
     assert alerts[0].alert is not None and alerts[0].alert.severity == "critical"
     assert alerts[0].alert.text.startswith("Fire!")
+    # Verified on the device: provisional at once, the same alert confirmed once it held for 1.5 s,
+    # and the repeats carry the phase.
+    (verdict,) = [t for t in s.kinds("alert") if t.verdict is not None]
+    assert verdict.alert is not None and verdict.frame == 16 and verdict.alert.id == alerts[0].alert.id
+    assert [a.alert.phase for a in alerts if a.alert] == ["provisional"] + ["confirmed"] * 3
+    assert verdict.alert.phase == "confirmed"
+    assert verdict.alert.text == "Fire! Flames seen on door (confirmed)"
+    assert all(a.alert and a.alert.text.endswith("(confirmed)") for a in alerts[1:])
 
 
 def test_fire_regions_that_move_and_split_stay_one_event() -> None:

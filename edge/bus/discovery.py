@@ -13,6 +13,7 @@ among the ones it publishes: entities of a removed camera or rule disappear from
 Entities (object ids; `{camera}`, `{rule}`, `{label}` made topic-safe):
 
 binary_sensor  {camera}_{rule}_active   ON while an event of the rule is open  ({camera}/active/{rule})
+                                        (device-verified fire/smoke: once its alert is confirmed)
 binary_sensor  {camera}_online          camera stream online/offline           ({camera}/status)
 sensor         {camera}_{label}_count   current count                          ({camera}/{label})
 image          {camera}_snapshot        JPEG of the latest alert               ({camera}/snapshot)
@@ -20,6 +21,11 @@ switch         {camera}_detect          detection on/off                       (
 switch         {camera}_alerts          alerts on/off                          ({camera}/alerts/set|state)
 sensor         {camera}_fps             frames per second, from `stats`
 sensor         outbox_depth             alerts waiting for the broker, from `stats`
+
+A fire or smoke rule verified on the device (`verify`, the default for fire and smoke) turns its alert
+binary sensor ON only once the alert is confirmed, never on the provisional alert, and OFF when the
+alert is retracted (edge.bus.state): a Home Assistant automation on it (a siren, lights) follows
+confirmed alerts only. MQTT alerts and push channels still get the provisional alert at once.
 
 Entity ids are suggested with `default_entity_id` (`<component>.reflex_<device>_<object_id>`), which
 replaced the deprecated `object_id` option in Home Assistant 2025.10; older versions ignore it and

@@ -387,7 +387,7 @@ class Bus:
                 self._commit_acks(pending_acks)
                 pending_acks = []
                 last_flush = now
-            fetched = self._publish_memory(client, inflight)
+            fetched = self._publish_memory(client, inflight, pending_acks)
             fetched += self._publish_outbox(client, inflight, cursors)
             self._publish_state(client)
             if self.stop_event.is_set():
@@ -415,11 +415,16 @@ class Bus:
     def _room(self, inflight: dict[int, _Inflight], priority: Priority) -> int:
         return (WINDOW + (ALERT_EXTRA if priority == Priority.ALERT else 0)) - len(inflight)
 
-    def _publish_memory(self, client: mqtt.Client, inflight: dict[int, _Inflight]) -> int:
-        """Messages the event log could not take: published from memory (MQTT needs no disk)."""
+    def _publish_memory(self, client: mqtt.Client, inflight: dict[int, _Inflight], acked: list[Acked]) -> int:
+        """Messages the event log could not take: published from memory (MQTT needs no disk).
+
+        In flight, or acknowledged with the acknowledgement not yet recorded (`acked`, committed in
+        batches): not sent again. Without the second, each loop turn until the batch was committed
+        re-sent the message just acknowledged."""
         if not self.memory.unacked_count():
             return 0
         flying = {ref for source, ref, _ in inflight.values() if source == "mem"}
+        flying.update(ref for source, ref, _, _ in acked if source == "mem")
         sent = 0
         for held in self.memory.pending(exclude=flying):
             message = held.message

@@ -4,19 +4,26 @@ A red-loop sink plus hooks for counts, snapshots, camera status, switches and ru
 only hands values to `Bus.set_state`, which publishes changes and re-publishes all of them on every
 connect. On a clean stop, `at_stop()` says what a stopped appliance knows (nothing in view, cameras
 offline, no rule active) so the broker never keeps a stale "person 1".
+
+A rule's `active` topic (its Home Assistant binary sensor) is ON while an event of the rule is open,
+except that an event whose alert is verified on the device (fire, smoke: `Transition.awaits_verdict`)
+counts only once its alert is confirmed, and an event whose alert is retracted (by either loop) stops
+counting: an automation on the sensor (a siren) follows confirmed fire, never a provisional one.
+Verdicts come from the journal (`verdict`, any thread), once it has taken them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections import Counter
 from pathlib import Path
 
 from edge.bus.mqtt import Bus
 from edge.outbox import OFF, OFFLINE, ON, ONLINE, stats_payload
 from edge.rules import Transition
-from edge.types import Frame
+from edge.types import AlertRecord, Frame
 
 
 class RetainedState:
@@ -24,18 +31,38 @@ class RetainedState:
         self.bus = bus
         self.topics = bus.topics
         self._open: Counter[tuple[str, str]] = Counter()
-        """(camera, rule) -> events open now; the rule's binary sensor is ON while above zero."""
+        """(camera, rule) -> events open now that count; the rule's binary sensor is ON while above zero."""
+        self._events: dict[str, tuple[tuple[str, str], bool]] = {}
+        """Event id -> ((camera, rule), counts) of the events open now."""
+        self._lock = threading.Lock()
         self._counts: dict[str, dict[str, int]] = {}
 
     def handle(self, tr: Transition, frame: Frame) -> None:
         ev = tr.event
         key = (ev.camera, ev.rule)
-        if tr.kind == "start":
-            self._open[key] += 1
-        elif tr.kind == "end":
-            self._open[key] = max(0, self._open[key] - 1)
-        if tr.kind in ("start", "end"):
+        if tr.kind not in ("start", "end"):
+            return
+        with self._lock:
+            if tr.kind == "start":
+                counts = not tr.awaits_verdict
+                self._events[ev.id] = (key, counts)
+            else:
+                counts = self._events.pop(ev.id, (key, True))[1]
+            if counts:
+                self._open[key] = max(0, self._open[key] + (1 if tr.kind == "start" else -1))
             self.bus.set_state(self.topics.active(ev.camera, ev.rule), ON if self._open[key] else OFF)
+
+    def verdict(self, alert: AlertRecord) -> None:
+        """An alert's phase change the journal took: its open event counts while confirmed."""
+        with self._lock:
+            entry = self._events.get(alert.event_id)
+            counts = alert.phase == "confirmed"
+            if entry is None or entry[1] == counts:
+                return
+            key = entry[0]
+            self._events[alert.event_id] = (key, counts)
+            self._open[key] = max(0, self._open[key] + (1 if counts else -1))
+            self.bus.set_state(self.topics.active(*key), ON if self._open[key] else OFF)
 
     def rule_idle(self, camera: str, rule: str) -> None:
         """Say OFF for a rule with no open event (at start-up, so a stale retained ON is cleared)."""
@@ -44,8 +71,10 @@ class RetainedState:
 
     def rule_removed(self, camera: str, rule: str) -> None:
         """A removed rule's sensor topic is cleared, not left saying OFF forever."""
-        self._open.pop((camera, rule), None)
-        self.bus.set_state(self.topics.active(camera, rule), b"")
+        with self._lock:
+            self._open.pop((camera, rule), None)
+            self._events = {e: v for e, v in self._events.items() if v[0] != (camera, rule)}
+            self.bus.set_state(self.topics.active(camera, rule), b"")
 
     def counts(self, camera: str, counts: dict[str, int]) -> None:
         known = self._counts.setdefault(camera, {})

@@ -296,7 +296,23 @@ class ModelConfig(Strict):
         return _absolute(v, info)
 
 
+class ExtraModelConfig(ModelConfig):
+    """A further detector beside `model` (config `extra_models`), typically a fire/smoke model: a YOLOX
+    or YOLOv8/YOLO11 ONNX export with its own manifest (decoder family, labels)."""
+
+    manifest: str
+    """Required here (no default: a forgotten manifest must not silently load the COCO model twice)."""
+
+
 class FireConfig(Strict):
+    enabled: bool = True
+    min_score: float = Field(0.5, gt=0, lt=1)
+
+
+class SmokeConfig(Strict):
+    """Pixel smoke detector (edge.reflex.smoke): soft, low-saturation regions that grow or drift and
+    blur what is behind them. ``min_score`` is the persistence evidence (0-1) a region needs."""
+
     enabled: bool = True
     min_score: float = Field(0.5, gt=0, lt=1)
 
@@ -336,6 +352,10 @@ class RuleConfig(Strict):
     verify: bool = False
     """Two-phase alerts: the alert goes out at once as `provisional`, the blue loop checks the
     camera's keyframes, and the same alert id follows as `confirmed` or `retracted`."""
+    source: Literal["any", "pixel", "model"] = "any"
+    """Which detector's fire/smoke this rule takes: pixel = the built-in pixel detector, model = an extra
+    model's detections of that label (`extra_models`), any = both. Only fire and smoke rules may set it
+    (checked with the labels, in edge.wiring.build_rules)."""
 
     @field_validator("name")
     @classmethod
@@ -561,7 +581,13 @@ class EdgeConfig(Strict):
     gate: GateConfig = Field(default_factory=GateConfig)
     model: ModelConfig = Field(default_factory=dict, validate_default=True)
     """(Its default is validated like a given section, so that its default manifest is resolved too.)"""
+    extra_models: list[ExtraModelConfig] = Field(default_factory=list)
+    """Further detectors beside `model`, e.g. a fire/smoke model (YOLOX or YOLOv8/YOLO11 ONNX), each
+    with its own manifest and labels. Their detections carry `detector=<manifest name>`; a camera runs
+    one on the frames the gate wakes while a rule there wants one of its labels; rules pick the source of
+    fire/smoke with `source`. Their labels are known labels for rules."""
     fire: FireConfig = Field(default_factory=FireConfig)
+    smoke: SmokeConfig = Field(default_factory=SmokeConfig)
     watch: list[str] = Field(default_factory=lambda: ["person", "fire"])
     """Labels that get a default rule when `rules` does not name them."""
     rules: list[RuleConfig] = Field(default_factory=list)

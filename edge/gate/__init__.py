@@ -16,7 +16,15 @@ import numpy as np
 
 from edge.config.models import GateConfig
 
-WAKE_REASONS = ("first", "motion", "event", "refresh", "request", "off")
+WARM_R_MIN = 140
+WARM_RISE = 25
+WARM_CHANGE = 10
+WARM_MIN_PIXELS = 2
+"""Warm light wakes the engine (see `SilenceGate._warm_light`) when at least ``WARM_MIN_PIXELS`` pixels
+of the double-size thumbnail have red >= ``WARM_R_MIN``, ``WARM_RISE`` above the running background
+and ``WARM_CHANGE`` off the previous frame."""
+
+WAKE_REASONS = ("first", "motion", "warm", "event", "refresh", "request", "off")
 
 
 @dataclass(slots=True)
@@ -50,6 +58,9 @@ class SilenceGate:
         self._size: tuple[int, int] | None = None
         self._source_shape: tuple[int, ...] = ()
         self._last_wake_pts = float("-inf")
+        self._half: np.ndarray | None = None
+        self._red_previous: np.ndarray | None = None
+        self._red_background: np.ndarray | None = None
 
     def thumbnail(self, image: np.ndarray) -> np.ndarray:
         """Grey, downscaled and blurred: sensor noise averages out before it is compared."""
@@ -62,6 +73,7 @@ class SilenceGate:
         # A cheap linear step to twice the size, then an area step: close to INTER_AREA's noise
         # averaging at a tenth of its cost on 720p.
         half = cv2.resize(image, (width * 2, height * 2), interpolation=cv2.INTER_LINEAR)
+        self._half = half
         small = cv2.resize(half, (width, height), interpolation=cv2.INTER_AREA)
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
         return cv2.GaussianBlur(grey, (3, 3), 0)
@@ -79,12 +91,15 @@ class SilenceGate:
         background = self._background
         changed = self._changed_fraction(grey, background, previous)
         cv2.accumulateWeighted(grey, background, self.cfg.background_alpha)
+        warm = self._warm_light()
         if not self.cfg.enabled:
             return self._wake("off", changed, pts)
         if requested:
             return self._wake("request", changed, pts)
         if changed >= self.cfg.area_threshold:
             return self._wake("motion", changed, pts)
+        if warm >= WARM_MIN_PIXELS:
+            return self._wake("warm", changed, pts)
         since = pts - self._last_wake_pts
         if event_active and since >= self.cfg.event_refresh_s:
             return self._wake("event", changed, pts)
@@ -109,6 +124,30 @@ class SilenceGate:
         vs_previous = cv2.absdiff(current, before + (level - float(before.mean())))
         moving = cv2.min(vs_background, vs_previous)
         return cv2.countNonZero(cv2.threshold(moving, thr, 255, cv2.THRESH_BINARY)[1]) / moving.size
+
+    def _warm_light(self) -> int:
+        """Pixels of the double-size thumbnail where warm light is new and changing.
+
+        A small flame far away covers a few thumbnail pixels, too few to pass as motion, and its light
+        is spread by the optics; the fire detector must see it now, not at the next refresh. So red
+        light that is warm (red >= green >= blue), well above its own running background and changing
+        since the previous frame wakes the engine. A lamp or a sunset is old light; the floor a person
+        just uncovered is new but soon stops changing from frame to frame.
+        """
+        half = self._half
+        if half is None or half.ndim != 3:
+            return 0
+        blue, green, red = cv2.split(half)
+        previous, background = self._red_previous, self._red_background
+        self._red_previous = red
+        if previous is None or background is None or background.shape != red.shape:
+            self._red_background = red.astype(np.float32)
+            return 0
+        rising = (red.astype(np.float32) - background) >= WARM_RISE
+        cv2.accumulateWeighted(red, background, self.cfg.background_alpha)
+        changing = cv2.absdiff(red, previous) >= WARM_CHANGE
+        warm = (red >= WARM_R_MIN) & (red >= green) & (green >= blue)
+        return int(np.count_nonzero(rising & changing & warm))
 
     def _wake(self, reason: str, changed: float, pts: float) -> GateDecision:
         self.stats.woke[reason] += 1

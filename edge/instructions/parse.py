@@ -406,6 +406,7 @@ def _rule(
     }
     if area:
         rule["text"] = "Fire! Flames seen on {camera}" if label == "fire" else "Smoke seen on {camera}"
+        rule["verify"] = True  # verified on the device: provisional at once, then confirmed or retracted
     summary = rule_words(rule)
     return Decision("rule", summary, label=label, cameras=cameras, rule=rule)
 

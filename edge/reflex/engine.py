@@ -46,10 +46,19 @@ class ObjectDetector:
     """One model, one backend; detect() is serialised by a lock because it reuses its input buffers."""
 
     def __init__(
-        self, manifest: ModelManifest, model_path: Path, cfg: ModelConfig, backend: Backend | None = None
+        self,
+        manifest: ModelManifest,
+        model_path: Path,
+        cfg: ModelConfig,
+        backend: Backend | None = None,
+        *,
+        name: str = "objects",
     ) -> None:
         self.manifest = manifest
         self.model_path = model_path
+        self.name = name
+        """What its Detections carry as `detector`: "objects" for the main model, the manifest's name for
+        an extra model (config `extra_models`), so rules can tell a model's fire from the pixel detector's."""
         self.labels: tuple[str, ...] = tuple(manifest.labels)
         """Class names the model knows; a label not in here (e.g. "fire") is never an object detection."""
         self.score_threshold = cfg.score_threshold
@@ -74,11 +83,11 @@ class ObjectDetector:
     def _check_output(self) -> None:
         """Run once on a blank input: warms the backend up and proves the manifest describes this model."""
         out = self.backend.infer(np.zeros_like(self._tensor))
-        want = (self._decoder.rows, 5 + len(self.labels))
-        if out.size != want[0] * want[1]:
+        want = self._decoder.shape_problem(tuple(out.shape))  # the decoder knows its family's layout
+        if want is not None:
             raise ModelError(
                 f"{self.model_path}: model output {tuple(out.shape)} does not fit manifest "
-                f"{self.manifest.name!r} (expects {want[0]} rows of {want[1]})"
+                f"{self.manifest.name!r} (expects {want})"
             )
 
     def _place(self, h: int, w: int) -> None:
@@ -158,7 +167,7 @@ class ObjectDetector:
             )
             np.clip(frame_boxes, 0.0, (w, h, w, h), out=frame_boxes)
             found = [
-                Detection(label=self.labels[c], score=s, box=(x1, y1, x2, y2))
+                Detection(label=self.labels[c], score=s, box=(x1, y1, x2, y2), detector=self.name)
                 for (x1, y1, x2, y2), s, c in zip(
                     frame_boxes.tolist(), scores[keep].tolist(), class_ids[keep].tolist(), strict=True
                 )
@@ -179,8 +188,10 @@ class ObjectDetector:
         return np.asarray(cv2.dnn.NMSBoxes(xywh, scores, 0.0, self.nms_iou), dtype=np.int64).reshape(-1)
 
 
-def build_detector(cfg: ModelConfig, base_dir: Path) -> ObjectDetector:
+def build_detector(cfg: ModelConfig, base_dir: Path, *, extra: bool = False) -> ObjectDetector:
     """Load the manifest, find and verify the model file, and open the configured backend.
+
+    extra: an extra model (config `extra_models`): its detections are named after its manifest.
 
     A loaded config's paths are already absolute (edge.config resolves them against the config file's
     folder, taking a relative manifest that is not there from this checkout). A ModelConfig built in code
@@ -199,4 +210,4 @@ def build_detector(cfg: ModelConfig, base_dir: Path) -> ObjectDetector:
     if not model_path.is_file():
         raise ModelError(f"model file not found: {model_path}; run tools/fetch_model or set model.path")
     verify_sha256(model_path, manifest.sha256)
-    return ObjectDetector(manifest, model_path, cfg)
+    return ObjectDetector(manifest, model_path, cfg, name=manifest.name if extra else "objects")

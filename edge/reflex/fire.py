@@ -8,23 +8,29 @@ so a pixel only counts as flame when four things hold at once:
    vest, orange or red car uncovers other colours behind it;
 2. its brightness changes in a way that motion cannot explain, in a good part of that window: each
    frame is compared with the frame ``FLICKER_LAG_S`` earlier, both as it was and warped by dense
-   optical flow (DIS), with 1 px of slack; a change either comparison explains is motion. So a panned
-   camera, a drone's drift, a walking person or a passing car leave almost nothing, while flame
-   brightness that rises and falls in place remains. Sensor noise raises the threshold, frames whose
-   overall exposure changed are not judged, and the frame edge (where a pan brings in new content)
-   is ignored;
+   optical flow (DIS, edge.reflex.motion), with 1 px of slack; a change either comparison explains is
+   motion. So a panned camera, a drone's drift, a walking person or a passing car leave almost
+   nothing, while flame brightness that rises and falls in place remains. Sensor noise raises the
+   threshold, frames whose overall exposure changed are not judged, and the frame edge (where a pan
+   brings in new content) is ignored. And it turns: within ``TURN_WINDOW_S`` it got brighter, and
+   darker, at least ``MIN_EACH_WAY`` times each (an edge passing by changes a pixel once each way);
 3. it lies next to a luminous core (very bright red *and* fairly bright green: orange-yellow-white
    light), which flames have and dyed or painted surfaces (vests, cars, fruit, floors) lack;
 4. the above keeps happening at the same place: per-pixel evidence is an exponential moving average
    of the flags with time constant ``EVIDENCE_TAU_S`` seconds of stream time, and a region is reported
    once its evidence reaches ``cfg.min_score``; the detection score *is* that evidence.
 
+Small candidates get a closer look (`FireDetector._zoom_in`): zoom windows on the fine image, where no
+core is asked for; each reported region gets a longer full-resolution look that decides
+`extra["verified"]` (`FireDetector._verify`); smoke regions (edge.reflex.smoke) open zoom windows at
+their base. A candidate that was watched and showed nothing starts no new watch while it looks the same.
+
 All timing uses ``pts`` (stream seconds), so the detector behaves the same whether it is called on
 every frame, every 2nd or every 3rd frame (or irregularly, as a loaded red loop drops frames). One
 call, or a still image repeated, never reports fire: evidence needs unexplained change between frames,
 and history is dropped across gaps longer than ``MAX_GAP_S`` (the gate's refresh in a still scene).
-Work happens on a downscaled copy (about ``WORK_WIDTH`` pixels wide) and history is bounded, so cost
-and memory do not grow with time. Smoke is not detected (not attempted yet).
+Work happens on a downscaled copy (about ``WORK_WIDTH`` pixels wide), zoom windows and looks are
+capped in number and size, and history is bounded, so cost and memory do not grow with time.
 
 Broken video must not look like fire: a decoder that lost data conceals it with smears (blocks of
 stale or garbage picture, often colourful and bright) that then "flicker" as later frames update
@@ -39,13 +45,16 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 from edge.config.models import FireConfig
-from edge.types import Detection
+from edge.reflex.motion import Warper, outside
+from edge.types import Box, Detection
 
 WORK_WIDTH = 256
 """Analysis width. Frames are shrunk by an integer factor (OpenCV's fast area-averaging path) to about
@@ -102,6 +111,11 @@ MIN_FLICKER_EVENTS = 2
 MIN_FLICKER_FRACTION = 0.2
 """A pixel flickers when at least this many, and this share, of the window's comparisons show
 unexplained change: one change is an edge passing by, flame keeps changing."""
+MIN_EACH_WAY = 3
+TURN_WINDOW_S = 1.2
+"""Brightenings, and darkenings, a flickering pixel needs within the last ``TURN_WINDOW_S``: flame
+light rises and falls again and again in place; an edge that passes by (a silhouette against a sunset,
+a foot on a wooden floor) changes a pixel once each way, a swing twice."""
 FLAG_SPREAD = 5
 """Flags are spread over a disc of this diameter (analysis pixels): flicker moves around inside a
 flame, so the evidence of one place is the flicker of its neighbourhood."""
@@ -138,10 +152,92 @@ SMEAR_HOLD_S = 1.0
 """After a smear, the decoder keeps building on the broken picture until its next keyframe (typically
 every 1-2 s): nothing is learned for this long (stream seconds)."""
 
+MIN_CANDIDATE_PIXELS = 2
+"""Thumbnail pixels of candidate (fire colour next to a core, on the thumbnail or on the fine image)
+that start a watch: a small flame far away covers only a few."""
+STILLS_KEPT = 8
+"""Dismissed candidates remembered (a scene that returns to how it looked, e.g. after a person walked
+through, matches one of them)."""
+STILL_NEW_SHARE = 0.2
+"""Candidate pixels outside a dismissed candidate, as a share of it, that still count as the same one
+(noise and the relative cores of a textured surface come and go at its edges)."""
+STILL_CHANGE = 4.0
+"""Mean grey change (0-255) over a dismissed candidate below which it is the same still object: flame
+changes by far more between two gate refreshes, sensor noise by far less."""
+
+RELATIVE_CORE_R_MIN = 170
+RELATIVE_CORE_CONTRAST = 45
+RELATIVE_CORE_SIDE = 9
+"""On the fine image, a pixel with red at least ``RELATIVE_CORE_R_MIN`` that exceeds the mean red of
+the ``RELATIVE_CORE_SIDE`` square around it by ``RELATIVE_CORE_CONTRAST`` is a (small) flame core."""
+
+ZOOM_WIDTH = 800
+"""Width of the fine image on which small candidates are found and looked at. A flame of a few
+pixels on the thumbnail has its core averaged away there; on the fine image (about full resolution
+for 720p-class streams) it keeps its luminous core and its flicker."""
+ZOOM_R_MIN = 150
+"""Inside a zoom window a fire-coloured pixel with at least this red is a candidate: no core is asked
+for there (the window was opened on a core or on new, changing warm light), flicker decides."""
+WARM_R_MIN = 140
+WARM_RISE = 25
+WARM_CHANGE = 10
+WARM_BACKGROUND_ALPHA = 0.1
+"""New, changing warm light on the fine image (see `FireDetector._warm_change`): red at least
+``WARM_R_MIN`` with red >= green >= blue, ``WARM_RISE`` above its running background (this weight per
+call) and ``WARM_CHANGE`` off the previous call."""
+ZOOM_MAX_SIDE = 10
+"""Candidates up to this side (thumbnail pixels) get a zoomed-in look of their own; bigger ones are
+judged well enough on the thumbnail."""
+ZOOM_CONTEXT = 4
+ZOOM_MIN_SIDE = 48
+"""Side of a zoom window (fine pixels): this many times the candidate's side, at least the minimum,
+so the window holds enough background to measure noise and exposure against."""
+ZOOMS_MAX = 4
+"""Zoom windows at most per camera (cost stays bounded whatever the scene)."""
+ZOOM_KEEP_S = 1.0
+"""A zoom window whose candidate has not been seen for this long and holds no evidence is dropped."""
+ZOOM_MAX_PAN = 0.5
+"""Zoom windows are closed while the whole picture moves by more than this (thumbnail pixels since
+the last call): a panning camera or a drone."""
+ZOOM_TRIAL_S = 1.0
+"""A zoom window with no evidence after this long is dismissed (see `FireDetector._zoom_in`): a flame
+reaches the watch-keeping evidence in about a third of it."""
+STILL_PIXEL_CHANGE = 12
+STILL_MIN_CHANGED = 4
+"""A dismissed zoom window looks different once at least ``STILL_MIN_CHANGED`` of its fine pixels
+changed by more than ``STILL_PIXEL_CHANGE`` grey levels: a new flame of a few pixels is enough."""
+DISMISSED_MAX = 64
+"""Dismissed windows remembered per camera (oldest forgotten first)."""
+
+VERIFY_HOLD_S = 1.0
+VERIFY_SHARE = 0.6
+"""The full-resolution look verifies once it has run ``VERIFY_HOLD_S`` (stream seconds) and its
+evidence reached ``min_score`` on at least ``VERIFY_SHARE`` of its calls in that time (a small flame's
+flicker comes and goes)."""
+VERIFY_SERIES_S = 2.0
+"""Length of the brightness signal tested for periodicity."""
+VERIFY_CONTEXT = 1.5
+VERIFY_MIN_SIDE = 32
+VERIFY_MAX_SIDE = 128
+"""The look covers the region and some context (frame pixels), at most this many pixels on a side
+(a larger region is looked at with a pixel step)."""
+VERIFY_MAX = 3
+"""Looks at most per camera (the strongest regions get one; a region without one is not verified)."""
+VERIFY_KEEP_S = 1.0
+"""A look with no detection in it for this long is dropped."""
+PERIODIC_STEP_S = 0.05
+PERIODIC_MIN_LAG_S = 0.2
+PERIODIC_CORRELATION = 0.6
+"""Brightness is periodic when its normalised autocorrelation reaches this at some lag of at least
+``PERIODIC_MIN_LAG_S`` (resampled every ``PERIODIC_STEP_S``): strobes, beacons and swinging things
+reach 0.8-1, flame flicker stays well below."""
+
+SMOKE_BASE_SHARE = 0.3
+"""Share of a smoke region's height, at its bottom and below it, searched for the flames it rises from."""
+
 LABEL_FIRE = "fire"
 DETECTOR_NAME = "fire"
 
-_K3 = np.ones((3, 3), np.uint8)
 _K_CORE = np.ones((CORE_REACH, CORE_REACH), np.uint8)
 _K_SPREAD = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (FLAG_SPREAD, FLAG_SPREAD))
 _K_JOIN = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (REGION_JOIN, REGION_JOIN))
@@ -164,112 +260,125 @@ class _Flags(NamedTuple):
     """uint8 0/1: fire-coloured."""
 
 
-class FireDetector:
-    """Stateful per camera."""
+class _Turns(NamedTuple):
+    """Where one call's picture got brighter or darker than its reference (beyond the change
+    threshold), kept for the longer ``TURN_WINDOW_S``."""
 
-    def __init__(self, cfg: FireConfig) -> None:
+    pts: float
+    brighter: np.ndarray
+    darker: np.ndarray
+
+
+class _Step(NamedTuple):
+    """What one analysis call found (masks at the analysis scale)."""
+
+    colour: np.ndarray
+    """uint8 0/1: fire-coloured now."""
+    candidate: np.ndarray
+    """bool: fire-coloured next to a luminous core (what flame looks like in one frame)."""
+    grey: np.ndarray
+    """The blurred grey image compared between calls."""
+    smeared: bool = False
+    """The change since the reference frame is a decoder smear or a cut, not flicker."""
+
+
+def _masks(image: np.ndarray, relative: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(fire colour uint8 0/1, candidate bool) of one BGR image at its own scale.
+
+    `relative` (the fine image): a pixel far brighter in red than its surroundings is a core as well.
+    A flame of a few pixels is imaged with its light spread over its neighbours, so its core rarely
+    reaches the absolute levels, but it still outshines what is around it; surfaces only reflect.
+    """
+    blue, green, red = cv2.split(image)
+    colour = (red >= FIRE_R_MIN) & (red >= green) & (cv2.subtract(red, blue) >= FIRE_RB_MIN)
+    core = (red >= CORE_R_MIN) & (green >= CORE_G_MIN)
+    if relative:
+        around = cv2.blur(red, (RELATIVE_CORE_SIDE, RELATIVE_CORE_SIDE))
+        core |= (red >= RELATIVE_CORE_R_MIN) & (cv2.subtract(red, around) >= RELATIVE_CORE_CONTRAST)
+    near_core = cv2.dilate(core.view(np.uint8), _K_CORE) > 0
+    return colour.view(np.uint8), colour & near_core
+
+
+class _Analysis:
+    """Flicker evidence over one picture at one scale: the whole frame's thumbnail, or a zoomed-in crop
+    of it at (near) full resolution around a small candidate. Everything here is the flicker and
+    persistence logic of the module notes; `FireDetector` decides what to look at."""
+
+    def __init__(self, cfg: FireConfig, *, judge_smears: bool) -> None:
         self._cfg = cfg
-        # Ultrafast DIS: ~0.3 ms at 256x144; the finer presets cost more and changed no result here.
-        self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-        self._grid: tuple[np.ndarray, np.ndarray] | None = None
+        self._judge_smears = judge_smears
+        self._warper = Warper()  # ultrafast DIS: finer presets cost more and changed no result here
         self.reset()
 
     def reset(self) -> None:
-        """Forget everything seen (new stream, camera moved, detection switched back on)."""
         self._past: deque[_Past] = deque(maxlen=MAX_HISTORY)
         self._window: deque[_Flags] = deque()
         self._n_unexplained: np.ndarray | None = None
+        self._n_brighter: np.ndarray | None = None
         self._n_colour: np.ndarray | None = None
+        self._turns: deque[_Turns] = deque()
+        self._n_darker: np.ndarray | None = None
         self._evidence: np.ndarray | None = None
         self._last_pts: float | None = None
         self._judged_pts: float | None = None
-        self._last_result: list[Detection] = []
-        self._watch_since: float | None = None
-        self._smear_pts: float | None = None
 
     @property
     def peak_evidence(self) -> float:
-        """Highest evidence anywhere in the picture now (0-1): the margin to ``min_score`` for tuning."""
         return 0.0 if self._evidence is None else float(self._evidence.max())
 
-    def watching(self, pts: float) -> bool:
-        """True while the detector needs every frame at ``pts``, even ones the silence gate skips."""
-        if self._watch_since is None:
-            return False
-        return pts - self._watch_since <= WATCH_S or self.peak_evidence >= WATCH_KEEP_EVIDENCE
-
-    def detect(self, image: np.ndarray, pts: float, damaged: bool = False) -> list[Detection]:
-        """Return flame regions in ``image`` (BGR uint8) at stream time ``pts`` (seconds).
-
-        ``damaged`` (``Frame.damaged``): the decoder skipped or concealed data just before or in this
-        frame. Such a frame is ignored (see the module notes); so is any frame within ``SMEAR_HOLD_S``
-        of a smear the detector saw itself.
-        """
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected a BGR uint8 HxWx3 image, got {image.dtype} {image.shape}")
-        if not self._cfg.enabled:
-            return []
-        if self._last_pts is not None and pts == self._last_pts:
-            return list(self._last_result)  # the same moment again: nothing new to learn
-        if damaged or (self._smear_pts is not None and 0 <= pts - self._smear_pts <= SMEAR_HOLD_S):
-            return self._ignore(pts)
-        self._smear_pts = None
-
-        small = _shrink(image)
-        h, w = small.shape[:2]
-        if min(h, w) < MIN_WORK_SIDE:
-            return []
-        if self._evidence is None or self._evidence.shape != (h, w) or self._discontinuous(pts):
-            self.reset()
-            self._start(h, w)
-        self._last_pts = pts
-
-        blue, green, red = cv2.split(small)
-        grey = cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), (GREY_BLUR, GREY_BLUR), 0)
-        colour = ((red >= FIRE_R_MIN) & (red >= green) & (cv2.subtract(red, blue) >= FIRE_RB_MIN)).astype(
-            np.uint8
-        )
-        core = ((red >= CORE_R_MIN) & (green >= CORE_G_MIN)).astype(np.uint8)
-        candidate = (colour > 0) & (cv2.dilate(core, _K_CORE) > 0)
-        if np.count_nonzero(candidate) >= MIN_REGION_PIXELS:
-            if self._watch_since is None:
-                self._watch_since = pts
-        elif self.peak_evidence < WATCH_KEEP_EVIDENCE:
-            self._watch_since = None
-        ref = self._reference(pts)
-        self._past.append(_Past(pts, grey))
-
-        if ref is not None:
-            unexplained = self._unexplained(grey, ref.grey) if candidate.any() else np.zeros_like(colour)
-            if _smeared(unexplained):
-                self._smear_pts = pts
-                return self._ignore(pts)
-            n = self._push(_Flags(pts, unexplained, colour))
-            flickering = (
-                candidate
-                & (self._n_colour == n)
-                & (self._n_unexplained >= max(MIN_FLICKER_EVENTS, MIN_FLICKER_FRACTION * n))
-            )
-            since = pts - (ref.pts if self._judged_pts is None else self._judged_pts)
-            self._judged_pts = pts
-            self._accumulate(cv2.dilate(flickering.astype(np.uint8), _K_SPREAD), since)
-
-        self._last_result = self._regions(colour, image.shape[1] / w, image.shape[0] / h)
-        return list(self._last_result)
-
-    # -- steps -------------------------------------------------------------------------------------
-
-    def _ignore(self, pts: float) -> list[Detection]:
-        """Learn nothing from this frame and forget the frames before it; the evidence stays as it was
+    def forget(self, pts: float) -> None:
+        """Learn nothing from this moment and forget the frames before it; the evidence stays as it was
         (it came from sound frames and goes stale after ``STALE_EVIDENCE_S`` without judgement)."""
         self._past.clear()
         self._window.clear()
         if self._n_unexplained is not None and self._n_colour is not None:
             self._n_unexplained[:] = 0
+            assert self._n_brighter is not None and self._n_darker is not None
+            self._n_brighter[:] = 0
+            self._n_darker[:] = 0
+            self._turns.clear()
             self._n_colour[:] = 0
         self._last_pts = pts
-        self._last_result = []
-        return []
+
+    def step(
+        self, small: np.ndarray, pts: float, masks: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> _Step:
+        """Judge one call; `masks` are `_masks(small)` when the caller computed them already."""
+        h, w = small.shape[:2]
+        if self._evidence is None or self._evidence.shape != (h, w) or self._discontinuous(pts):
+            self.reset()
+            self._start(h, w)
+        self._last_pts = pts
+        colour, candidate = masks if masks is not None else _masks(small)
+        grey = cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), (GREY_BLUR, GREY_BLUR), 0)
+        ref = self._reference(pts)
+        self._past.append(_Past(pts, grey))
+        if ref is not None:
+            if candidate.any():
+                unexplained, up, down = self._unexplained(grey, ref.grey)
+            else:
+                unexplained = up = down = np.zeros_like(colour)
+            if self._judge_smears and _smeared(unexplained):
+                return _Step(colour, candidate, grey, smeared=True)
+            n = self._push(_Flags(pts, unexplained, colour), _Turns(pts, up, down))
+            assert (
+                self._n_colour is not None
+                and self._n_unexplained is not None
+                and self._n_brighter is not None
+            )
+            # Flame light rises and falls in place within the window; an edge that moves past (a
+            # silhouette, a swinging object) changes a pixel one way per pass.
+            flickering = (
+                candidate
+                & (self._n_colour == n)
+                & (self._n_unexplained >= max(MIN_FLICKER_EVENTS, MIN_FLICKER_FRACTION * n))
+                & (self._n_brighter >= MIN_EACH_WAY)
+                & (self._n_darker >= MIN_EACH_WAY)
+            )
+            since = pts - (ref.pts if self._judged_pts is None else self._judged_pts)
+            self._judged_pts = pts
+            self._accumulate(cv2.dilate(flickering.astype(np.uint8), _K_SPREAD), since)
+        return _Step(colour, candidate, grey)
 
     def _discontinuous(self, pts: float) -> bool:
         """True when ``pts`` does not continue the stream we hold (jumped back, or a long gap)."""
@@ -280,7 +389,9 @@ class FireDetector:
 
     def _start(self, h: int, w: int) -> None:
         self._n_unexplained = np.zeros((h, w), np.uint8)
+        self._n_brighter = np.zeros((h, w), np.uint8)
         self._n_colour = np.zeros((h, w), np.uint8)
+        self._n_darker = np.zeros((h, w), np.uint8)
         self._evidence = np.zeros((h, w), np.float32)
 
     def _reference(self, pts: float) -> _Past | None:
@@ -290,47 +401,39 @@ class FireDetector:
                 return past if pts - past.pts <= MAX_LAG_S else None
         return None
 
-    def _unexplained(self, grey: np.ndarray, ref: np.ndarray) -> np.ndarray:
-        """0/1 map of brightness change that motion (with 1 px of slack) does not explain.
+    def _unexplained(self, grey: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """0/1 maps of brightness change that motion (with 1 px of slack) does not explain, and of
+        where the picture got brighter, and darker, than the reference at all (the turns).
 
         Motion is tried two ways and either may explain a change: dense optical flow (large or
         non-rigid motion: people, cars, a drone's drift) and no motion at all (sub-pixel drift, and
         smooth or saturated areas such as a sunset sky, where flow is unreliable).
         """
-        flow = self._flow.calc(grey, ref, None)
-        h, w = grey.shape
-        if self._grid is None or self._grid[0].shape != (h, w):
-            self._grid = (
-                np.tile(np.arange(w, dtype=np.float32), (h, 1)),
-                np.tile(np.arange(h, dtype=np.float32)[:, None], (1, w)),
-            )
-        warped = cv2.remap(
-            ref,
-            self._grid[0] + flow[..., 0],
-            self._grid[1] + flow[..., 1],
-            cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_REPLICATE,
-        )
+        warped = self._warper.warp(grey, ref)
         # Auto-exposure or a flickering light scales the whole picture. Undoing the gain fails where
         # channels clip, i.e. on bright orange, so such a frame is judged flicker-free instead.
         sample_now = grey[::2, ::2].astype(np.float32)
         sample_ref = np.maximum(warped[::2, ::2], GAIN_MIN_LEVEL).astype(np.float32)
         if abs(float(np.median(sample_now / sample_ref)) - 1.0) > MAX_EXPOSURE_CHANGE:
-            return np.zeros_like(grey)
+            return np.zeros_like(grey), np.zeros_like(grey), np.zeros_like(grey)
         noise = float(np.median(cv2.absdiff(grey, warped)[::2, ::2]))
         threshold = max(MIN_CHANGE, NOISE_FACTOR * noise)
-        unexplained = (_outside(grey, warped, threshold) & _outside(grey, ref, threshold)).astype(np.uint8)
+        unexplained = (outside(grey, warped, threshold) & outside(grey, ref, threshold)).astype(np.uint8)
         # Content entering at the frame edge (camera pan) is new, not flicker.
         m = EDGE_MARGIN
         unexplained[:m] = 0
         unexplained[-m:] = 0
         unexplained[:, :m] = 0
         unexplained[:, -m:] = 0
-        return unexplained
+        up = (cv2.subtract(grey, ref) > threshold).view(np.uint8)
+        down = (cv2.subtract(ref, grey) > threshold).view(np.uint8)
+        return unexplained, up, down
 
-    def _push(self, flags: _Flags) -> int:
-        """Add one call's flags to the window (running sums), drop what fell out; return its length."""
+    def _push(self, flags: _Flags, turns: _Turns) -> int:
+        """Add one call's flags to the windows (running sums), drop what fell out; return the length
+        of the flicker window."""
         assert self._n_unexplained is not None and self._n_colour is not None
+        assert self._n_brighter is not None and self._n_darker is not None
         self._window.append(flags)
         self._n_unexplained += flags.unexplained
         self._n_colour += flags.colour
@@ -338,6 +441,13 @@ class FireDetector:
             old = self._window.popleft()
             self._n_unexplained -= old.unexplained
             self._n_colour -= old.colour
+        self._turns.append(turns)
+        self._n_brighter += turns.brighter
+        self._n_darker += turns.darker
+        while self._turns[0].pts < flags.pts - TURN_WINDOW_S or len(self._turns) > 2 * MAX_HISTORY:
+            old_turns = self._turns.popleft()
+            self._n_brighter -= old_turns.brighter
+            self._n_darker -= old_turns.darker
         return len(self._window)
 
     def _accumulate(self, flags: np.ndarray, dt: float) -> None:
@@ -351,15 +461,20 @@ class FireDetector:
         self._evidence *= keep
         self._evidence += (1.0 - keep) * flags
 
-    def _regions(self, colour: np.ndarray, sx: float, sy: float) -> list[Detection]:
-        """Fire-coloured pixels whose evidence reaches min_score, grouped into boxes."""
-        assert self._evidence is not None
+    def regions(self, colour: np.ndarray, scale: float, offset: tuple[float, float] = (0.0, 0.0),
+                frame_area: float | None = None) -> list[Detection]:  # fmt: skip
+        """Fire-coloured pixels whose evidence reaches min_score, grouped into boxes in frame pixels
+        (analysis pixel * scale + offset); `area` is a share of `frame_area` analysis pixels."""
+        if self._evidence is None:
+            return []
         hot = (self._evidence >= self._cfg.min_score) & (colour > 0)
         if not hot.any():
             return []
         h, w = hot.shape
+        total = frame_area or float(h * w)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(hot.astype(np.uint8), _K_JOIN))
         out: list[Detection] = []
+        ox, oy = offset
         for i in range(1, count):
             x, y, bw, bh = (int(v) for v in stats[i, :4])
             mine = (labels[y : y + bh, x : x + bw] == i) & hot[y : y + bh, x : x + bw]
@@ -369,10 +484,10 @@ class FireDetector:
             ys, xs = np.nonzero(mine)
             score = float(self._evidence[y : y + bh, x : x + bw][mine].max())
             box = (
-                (x + xs.min()) * sx,
-                (y + ys.min()) * sy,
-                (x + xs.max() + 1) * sx,
-                (y + ys.max() + 1) * sy,
+                ox + (x + xs.min()) * scale,
+                oy + (y + ys.min()) * scale,
+                ox + (x + xs.max() + 1) * scale,
+                oy + (y + ys.max() + 1) * scale,
             )
             out.append(
                 Detection(
@@ -380,10 +495,396 @@ class FireDetector:
                     score=min(1.0, score),
                     box=box,
                     detector=DETECTOR_NAME,
-                    extra={"area": pixels / (h * w)},
+                    extra={"area": pixels / total},
                 )
             )
         return out
+
+
+@dataclass(slots=True)
+class _Zoom:
+    """A zoomed-in look at one small candidate: its window on the fine image and its own analysis."""
+
+    box: tuple[int, int, int, int]
+    """x0, y0, x1, y1 on the fine image."""
+    analysis: _Analysis
+    since: float
+    """pts the window was opened."""
+    seen: float
+    """pts a candidate was last seen in it."""
+    proved: bool = False
+    """Its evidence reached ``WATCH_KEEP_EVIDENCE`` once: it is kept while its candidate is seen."""
+
+
+@dataclass(slots=True)
+class _Verification:
+    """The longer, full-resolution look at one reported region that decides `extra["verified"]`."""
+
+    box: tuple[int, int, int, int]
+    """x0, y0, x1, y1 in frame pixels."""
+    step: int
+    """Pixel step of the look (1: full resolution; more only to cap the cost of a large region)."""
+    analysis: _Analysis
+    series: deque[tuple[float, float]]
+    """(pts, mean grey of the look): the brightness signal tested for periodicity."""
+    since: float
+    seen: float
+    held: deque[tuple[float, bool]] = field(default_factory=deque)
+    """(pts, evidence >= min_score) of the look's calls over the last ``VERIFY_HOLD_S``."""
+
+
+class _Dismissed(NamedTuple):
+    """A zoom window that showed nothing, and what the fine grey image looked like there."""
+
+    box: tuple[int, int, int, int]
+    grey: np.ndarray
+
+
+class _Still(NamedTuple):
+    """A fire-coloured candidate that was watched and showed nothing: what it looked like then."""
+
+    grey: np.ndarray
+    candidate: np.ndarray
+
+
+class FireDetector:
+    """Stateful per camera."""
+
+    def __init__(self, cfg: FireConfig) -> None:
+        self._cfg = cfg
+        self._main = _Analysis(cfg, judge_smears=True)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything seen (new stream, camera moved, detection switched back on)."""
+        self._main.reset()
+        self._zooms: list[_Zoom] = []
+        self._dismissed: deque[_Dismissed] = deque(maxlen=DISMISSED_MAX)
+        self._last_pts: float | None = None
+        self._last_result: list[Detection] = []
+        self._watch_since: float | None = None
+        self._smear_pts: float | None = None
+        self._stills: deque[_Still] = deque(maxlen=STILLS_KEPT)
+        self._watched: _Still | None = None
+        self._red_previous: np.ndarray | None = None
+        self._red_background: np.ndarray | None = None
+        self._verifications: list[_Verification] = []
+        self._grey_before: np.ndarray | None = None
+
+    @property
+    def peak_evidence(self) -> float:
+        """Highest evidence anywhere in the picture now (0-1): the margin to ``min_score`` for tuning."""
+        return max([self._main.peak_evidence] + [z.analysis.peak_evidence for z in self._zooms])
+
+    def watching(self, pts: float) -> bool:
+        """True while the detector needs every frame at ``pts``, even ones the silence gate skips."""
+        if self._watch_since is None:
+            return False
+        return pts - self._watch_since <= WATCH_S or self.peak_evidence >= WATCH_KEEP_EVIDENCE
+
+    def detect(
+        self, image: np.ndarray, pts: float, damaged: bool = False, hints: Sequence[Box] = ()
+    ) -> list[Detection]:
+        """Return flame regions in ``image`` (BGR uint8) at stream time ``pts`` (seconds).
+
+        ``hints``: smoke regions (frame pixels) the smoke detector sees now. Flames at their base are
+        looked for with zoom windows even before they show a core (see `_open_at_smoke`).
+
+        ``damaged`` (``Frame.damaged``): the decoder skipped or concealed data just before or in this
+        frame. Such a frame is ignored (see the module notes); so is any frame within ``SMEAR_HOLD_S``
+        of a smear the detector saw itself.
+        """
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected a BGR uint8 HxWx3 image, got {image.dtype} {image.shape}")
+        if not self._cfg.enabled:
+            return []
+        if self._last_pts is not None and pts == self._last_pts:
+            return list(self._last_result)  # the same moment again: nothing new to learn
+        if self._last_pts is not None and pts < self._last_pts:
+            self.reset()  # the stream started again
+        if damaged or (self._smear_pts is not None and 0 <= pts - self._smear_pts <= SMEAR_HOLD_S):
+            return self._ignore(pts)
+        self._smear_pts = None
+
+        small = _shrink(image)
+        h, w = small.shape[:2]
+        if min(h, w) < MIN_WORK_SIDE:
+            return []
+        self._last_pts = pts
+        scale = image.shape[1] / w
+        masks = _masks(small)
+        fine, fine_scale = _fine(image)
+        fine_masks = _masks(fine, relative=True) if fine is not small else masks
+        opener = fine_masks[1] | self._warm_change(fine)
+        if hints:
+            _open_at_smoke(opener, fine_masks[0], hints, fine_scale)
+        candidate = masks[1] | _pool(opener, (w, h))
+        grey_now = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+        self._watch_decision(pts, candidate, grey_now)
+
+        step = self._main.step(small, pts, masks)
+        if step.smeared:
+            self._smear_pts = pts
+            return self._ignore(pts)
+        found = self._main.regions(step.colour, scale)
+        if self._panning(grey_now):
+            # A window fixed in the frame while the picture pans shows texture sliding through it,
+            # which its small crop cannot follow: the thumbnail judges a moving picture alone.
+            self._zooms.clear()
+        elif self._watch_since is not None and fine_scale < scale:
+            area = float(h * w) * scale**2
+            zoomed = self._zoom_in(
+                fine, fine_masks[0], opener, fine_scale, pts, found, area, scale / fine_scale
+            )
+            found.extend(zoomed)
+        self._verify(image, pts, found)
+        self._last_result = found
+        return list(found)
+
+    # -- steps -------------------------------------------------------------------------------------
+
+    def _ignore(self, pts: float) -> list[Detection]:
+        """Learn nothing from this frame and forget the frames before it (see `_Analysis.forget`)."""
+        self._main.forget(pts)
+        for zoom in self._zooms:
+            zoom.analysis.forget(pts)
+        self._last_pts = pts
+        self._last_result = []
+        return []
+
+    def _watch_decision(self, pts: float, candidate: np.ndarray, grey: np.ndarray) -> None:
+        """Start, keep or end the watch (see ``WATCH_S``). A candidate that was watched and showed
+        nothing, and still looks exactly as it did then, is a still object: it starts no new watch,
+        so a lamp or a yellow sign in a still scene costs one watch, not one every gate refresh."""
+        peak = self.peak_evidence
+        if self._watch_since is not None and pts - self._watch_since > WATCH_S and peak < WATCH_KEEP_EVIDENCE:
+            # The watch ended with nothing: remember the candidate as it looked in its last watched
+            # frame (this frame may be a later gate wake-up that already shows something new).
+            self._watch_since = None
+            if self._watched is not None:
+                self._stills.append(self._watched)
+        if np.count_nonzero(candidate) < MIN_CANDIDATE_PIXELS:
+            if peak < WATCH_KEEP_EVIDENCE:
+                self._watch_since = None
+            return
+        if self._watch_since is None and not self._unchanged_still(candidate, grey):
+            self._watch_since = pts
+            self._stills.clear()  # something new: what was dismissed may not look the same again
+        if self._watch_since is not None:
+            self._watched = _Still(grey, candidate)
+
+    def _unchanged_still(self, candidate: np.ndarray, grey: np.ndarray) -> bool:
+        """The candidate is one that was watched and showed nothing, and it looks as it did then."""
+        for still in self._stills:
+            if still.grey.shape != grey.shape:
+                continue
+            near = cv2.dilate(still.candidate.view(np.uint8), _K_CORE) > 0
+            if np.count_nonzero(candidate & ~near) > STILL_NEW_SHARE * np.count_nonzero(still.candidate):
+                continue  # fire-coloured light where there was none
+            if float(cv2.absdiff(grey, still.grey)[near].mean()) < STILL_CHANGE:
+                return True
+        return False
+
+    def _panning(self, grey: np.ndarray) -> bool:
+        """True when the whole thumbnail moved since the last call by more than ``ZOOM_MAX_PAN``
+        (phase correlation: one global shift, a fraction of a millisecond at thumbnail size)."""
+        now = grey.astype(np.float32)
+        before, self._grey_before = self._grey_before, now
+        if before is None or before.shape != now.shape:
+            return False
+        (dx, dy), _ = cv2.phaseCorrelate(before, now)
+        return math.hypot(dx, dy) > ZOOM_MAX_PAN
+
+    def _verify(self, image: np.ndarray, pts: float, found: list[Detection]) -> None:
+        """Give each detection `extra["verified"]` (1.0 or 0.0) from a longer look at its region.
+
+        The look is a flicker analysis of its own on the full-resolution crop of the region (what a
+        provisional alert saw on the thumbnail or a zoom window is checked again at a finer scale),
+        and the region's brightness over the last ``VERIFY_SERIES_S``: flame flickers irregularly,
+        while flashing lights, a swinging object or a rotating beacon repeat themselves. Verified
+        means: the fine look's evidence has held ``min_score`` for ``VERIFY_HOLD_S`` and the
+        brightness is not periodic. The event machine confirms or retracts the alert from this.
+        """
+        ih, iw = image.shape[:2]
+        for d in sorted(found, key=lambda d: -d.score):
+            cx, cy = (d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2
+            look = next((v for v in self._verifications if _inside(cx, cy, v.box)), None)
+            if look is None and len(self._verifications) < VERIFY_MAX:
+                bw, bh = d.box[2] - d.box[0], d.box[3] - d.box[1]
+                side = max(VERIFY_MIN_SIDE, VERIFY_CONTEXT * max(bw, bh))
+                x0, y0 = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
+                x1, y1 = int(min(iw, cx + side / 2)), int(min(ih, cy + side / 2))
+                look = _Verification(
+                    (x0, y0, x1, y1),
+                    max(1, math.ceil(max(x1 - x0, y1 - y0) / VERIFY_MAX_SIDE)),
+                    _Analysis(self._cfg, judge_smears=False),
+                    deque(),
+                    pts,
+                    pts,
+                )
+                self._verifications.append(look)
+            if look is not None:
+                look.seen = pts
+        keep = []
+        for look in self._verifications:
+            if pts - look.seen > VERIFY_KEEP_S:
+                continue
+            keep.append(look)
+            x0, y0, x1, y1 = look.box
+            crop = np.ascontiguousarray(image[y0 : y1 : look.step, x0 : x1 : look.step])
+            if min(crop.shape[:2]) < MIN_WORK_SIDE:
+                continue
+            colour, _ = _masks(crop)
+            look.analysis.step(crop, pts, (colour, (colour > 0) & (crop[..., 2] >= ZOOM_R_MIN)))
+            look.series.append((pts, float(crop.mean())))
+            while look.series and look.series[0][0] < pts - VERIFY_SERIES_S:
+                look.series.popleft()
+            look.held.append((pts, look.analysis.peak_evidence >= self._cfg.min_score))
+            while look.held and look.held[0][0] < pts - VERIFY_HOLD_S:
+                look.held.popleft()
+        self._verifications = keep
+        for d in found:
+            cx, cy = (d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2
+            look = next((v for v in self._verifications if _inside(cx, cy, v.box)), None)
+            verified = look is not None and _held(look, pts) and not _periodic(look.series)
+            d.extra["verified"] = 1.0 if verified else 0.0
+
+    def _warm_change(self, fine: np.ndarray) -> np.ndarray:
+        """Where warm light on the fine image is new and changing (as the silence gate's warm channel,
+        at the fine scale): a flame too small or too dim to show a core opens a zoom window here."""
+        blue, green, red = cv2.split(fine)
+        previous, background = self._red_previous, self._red_background
+        self._red_previous = red
+        if previous is None or background is None or background.shape != red.shape:
+            self._red_background = red.astype(np.float32)
+            return np.zeros(red.shape, bool)
+        rising = (red.astype(np.float32) - background) >= WARM_RISE
+        cv2.accumulateWeighted(red, background, WARM_BACKGROUND_ALPHA)
+        changing = cv2.absdiff(red, previous) >= WARM_CHANGE
+        warm = (red >= WARM_R_MIN) & (red >= green) & (green >= blue)
+        return rising & changing & warm
+
+    def _zoom_in(
+        self,
+        fine: np.ndarray,
+        colour: np.ndarray,
+        opener: np.ndarray,
+        fine_scale: float,
+        pts: float,
+        found: list[Detection],
+        frame_area: float,
+        ratio: float,
+    ) -> list[Detection]:
+        """Small candidates, looked at on the fine image (see ``ZOOM_WIDTH``).
+
+        A zoom window that showed no evidence for ``ZOOM_TRIAL_S`` is dismissed: its place is
+        remembered with its look, and a candidate there opens a window again only once that look
+        changed. So the grain of a wooden floor or a still lamp costs one trial, and a window is free
+        for the flame that starts later next to them.
+        """
+        fh, fw = fine.shape[:2]
+        grey = cv2.cvtColor(fine, cv2.COLOR_BGR2GRAY)
+        _, _, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(opener.view(np.uint8), _K_JOIN))
+        candidate = (colour > 0) & (fine[..., 2] >= ZOOM_R_MIN)
+        thumb_side = ZOOM_MAX_SIDE * ratio
+        for i in np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1:
+            x, y, bw, bh = (int(v) for v in stats[i, :4])
+            if max(bw, bh) > thumb_side:
+                continue  # big enough to be judged on the thumbnail
+            cx, cy = x + bw / 2, y + bh / 2
+            zoom = next((z for z in self._zooms if _inside(cx, cy, z.box)), None)
+            if zoom is not None:
+                zoom.seen = pts
+                continue
+            if any(_inside(cx, cy, d.box) and _same_look(grey, d) for d in self._dismissed):
+                continue
+            if len(self._zooms) >= ZOOMS_MAX:
+                continue
+            side = min(max(ZOOM_MIN_SIDE, ZOOM_CONTEXT * max(bw, bh)), fw, fh)
+            x0 = int(min(max(0, cx - side / 2), fw - side))
+            y0 = int(min(max(0, cy - side / 2), fh - side))
+            box = (x0, y0, x0 + side, y0 + side)
+            self._zooms.append(_Zoom(box, _Analysis(self._cfg, judge_smears=False), pts, pts))
+        out: list[Detection] = []
+        keep: list[_Zoom] = []
+        for zoom in self._zooms:
+            x0, y0, x1, y1 = zoom.box
+            crop = np.ascontiguousarray(fine[y0:y1, x0:x1])
+            crop_masks = (colour[y0:y1, x0:x1], candidate[y0:y1, x0:x1])
+            step = zoom.analysis.step(crop, pts, crop_masks)
+            evidence = zoom.analysis.peak_evidence >= WATCH_KEEP_EVIDENCE
+            zoom.proved = zoom.proved or evidence
+            if not zoom.proved and pts - zoom.since > ZOOM_TRIAL_S:
+                self._dismissed.append(_Dismissed(zoom.box, grey[y0:y1, x0:x1].copy()))
+            elif evidence or pts - zoom.seen <= ZOOM_KEEP_S:
+                keep.append(zoom)
+            for d in zoom.analysis.regions(step.colour, fine_scale, (x0 * fine_scale, y0 * fine_scale),
+                                           frame_area / fine_scale**2):  # fmt: skip
+                cx, cy = (d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2
+                if not any(_inside(cx, cy, f.box) for f in found):
+                    out.append(d)
+        self._zooms = keep
+        return out
+
+
+def _open_at_smoke(opener: np.ndarray, colour: np.ndarray, hints: Sequence[Box], fine_scale: float) -> None:
+    """Mark, in `opener`, the fire-coloured pixels at the base of each smoke region (its lowest
+    ``SMOKE_BASE_SHARE``, widened by half): a plume rises from its fire, so a small flame there is
+    worth a zoom window before it shows a core."""
+    fh, fw = opener.shape
+    for x1, y1, x2, y2 in hints:
+        w, h = (x2 - x1) / fine_scale, (y2 - y1) / fine_scale
+        cx = (x1 + x2) / 2 / fine_scale
+        bx0, bx1 = int(max(0, cx - w * 0.75)), int(min(fw, cx + w * 0.75))
+        by0 = int(max(0, y2 / fine_scale - h * SMOKE_BASE_SHARE))
+        by1 = int(min(fh, y2 / fine_scale + h * SMOKE_BASE_SHARE))
+        if bx1 > bx0 and by1 > by0:
+            opener[by0:by1, bx0:bx1] |= colour[by0:by1, bx0:bx1] > 0
+
+
+def _held(look: _Verification, pts: float) -> bool:
+    """The look has run ``VERIFY_HOLD_S`` and its evidence held on ``VERIFY_SHARE`` of those calls."""
+    if pts - look.since < VERIFY_HOLD_S or not look.held:
+        return False
+    return sum(held for _, held in look.held) >= VERIFY_SHARE * len(look.held)
+
+
+def _periodic(series: deque[tuple[float, float]]) -> bool:
+    """True when a brightness signal repeats itself (see ``PERIODIC_CORRELATION``)."""
+    if len(series) < 8 or series[-1][0] - series[0][0] < VERIFY_SERIES_S * 0.75:
+        return False
+    t = np.fromiter((p for p, _ in series), np.float64)
+    v = np.fromiter((m for _, m in series), np.float64)
+    grid = np.arange(t[0], t[-1], PERIODIC_STEP_S)
+    x = np.interp(grid, t, v)
+    x -= np.polyval(np.polyfit(grid - grid[0], x, 1), grid - grid[0])
+    energy = float(np.dot(x, x))
+    if energy <= 1e-6 * len(x):
+        return False  # no change at all: nothing that repeats
+    lags = range(max(1, round(PERIODIC_MIN_LAG_S / PERIODIC_STEP_S)), len(x) // 2)
+    best = max((float(np.dot(x[:-k], x[k:])) / energy * len(x) / (len(x) - k) for k in lags), default=0.0)
+    return best >= PERIODIC_CORRELATION
+
+
+def _same_look(grey: np.ndarray, dismissed: _Dismissed) -> bool:
+    """True when the fine grey image still looks, inside a dismissed window, as it did then."""
+    x0, y0, x1, y1 = dismissed.box
+    crop = grey[y0:y1, x0:x1]
+    if crop.shape != dismissed.grey.shape:
+        return False
+    return cv2.countNonZero(cv2.threshold(cv2.absdiff(crop, dismissed.grey), STILL_PIXEL_CHANGE, 1,
+                                          cv2.THRESH_BINARY)[1]) < STILL_MIN_CHANGED  # fmt: skip
+
+
+def _inside(x: float, y: float, box: tuple[float, float, float, float]) -> bool:
+    return box[0] <= x <= box[2] and box[1] <= y <= box[3]
+
+
+def _pool(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A fine bool mask shrunk to `size` (w, h): True where any fine pixel of the block is."""
+    if mask.shape[1] == size[0] and mask.shape[0] == size[1]:
+        return mask
+    return cv2.resize(mask.astype(np.uint8) * 255, size, interpolation=cv2.INTER_AREA) > 0
 
 
 def _smeared(unexplained: np.ndarray) -> bool:
@@ -394,11 +895,12 @@ def _smeared(unexplained: np.ndarray) -> bool:
     return int(np.count_nonzero(rows >= SMEAR_ROW_SHARE)) >= SMEAR_ROWS
 
 
-def _outside(grey: np.ndarray, ref: np.ndarray, threshold: float) -> np.ndarray:
-    """True where ``grey`` lies more than ``threshold`` outside the range of ``ref``'s 3x3 neighbourhood."""
-    above = cv2.subtract(grey, cv2.dilate(ref, _K3)) > threshold
-    below = cv2.subtract(cv2.erode(ref, _K3), grey) > threshold
-    return above | below
+def _fine(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """The image for the small-candidate search (about ``ZOOM_WIDTH`` wide) and its scale factor."""
+    factor = max(1, round(image.shape[1] / ZOOM_WIDTH))
+    if factor == 1:
+        return image, 1.0
+    return cv2.resize(image, None, fx=1.0 / factor, fy=1.0 / factor, interpolation=cv2.INTER_AREA), factor
 
 
 def _shrink(image: np.ndarray) -> np.ndarray:

@@ -55,10 +55,22 @@ class PreprocessSpec(_Strict):
 
 
 class DecoderSpec(_Strict):
-    family: Literal["yolox"]
+    family: Literal["yolox", "yolov8"]
+    """The output layout. yolox: grid rows [tx, ty, tw, th, obj, p_0 .. p_C-1]. yolov8: the Ultralytics
+    YOLOv8 / YOLO11 ONNX export, (1, 4 + C, N) (or (1, N, 4 + C)) of cx, cy, w, h in input pixels and
+    the class scores, no objectness."""
     strides: list[int] = Field(min_length=1)
+    """yolox: required. yolov8: optional, [8, 16, 32] (P3-P5) unless given; they fix N."""
     scores: Literal["sigmoid_applied", "logits"]
-    """Whether objectness and class scores leave the graph already in [0, 1]."""
+    """Whether objectness and class scores leave the graph already in [0, 1] (yolov8: optional,
+    sigmoid_applied, as Ultralytics exports it)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yolov8_defaults(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("family") == "yolov8":
+            return {"strides": [8, 16, 32], "scores": "sigmoid_applied", **data}
+        return data
 
     @field_validator("strides")
     @classmethod

@@ -4,13 +4,24 @@ Hysteresis on both sides: an event starts only after `min_hits` sightings (and t
 time), and ends only after its object has been missing for `end_after_s`. Alerts follow the rule:
 one at the start unless the rule is cooling down, repeats while the event lasts when asked, and
 none for objects that have become stationary (a parked car is news once).
+
+Device verification (a `verify` rule on fire or smoke): the event's first alert goes out at once as
+`provisional`, on the very frame it would alert without verification. The machine then keeps looking,
+with no I/O: once the region has been seen for CONFIRM_AFTER_S, in at least MIN_SHARE of the frames
+looked at since, and the detector's closer look says it is real (`Track.verified`, from
+`Detection.extra["verified"]`), the same alert (id, event id) follows as `confirmed`, its text marked
+like the blue loop's verdicts (edge.verify). If the event ends first, or CONFIRM_WITHIN_S pass without
+that, it follows as `retracted` with the reason. Such a phase change is a Transition of kind "alert"
+whose `verdict` is the text mark; the event's later repeats carry the phase. An event that only stops
+because the file ended, the rule went away or detection was switched off keeps its alert provisional:
+only evidence retracts.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
@@ -19,10 +30,19 @@ from edge.outbox.ids import new_id
 from edge.rules.rules import Rule
 from edge.rules.tracker import AREA_LABELS, MAX_CENTRE_JUMP, Track, centre, diagonal, iou
 from edge.types import AlertRecord, Box, EventRecord
+from edge.verify import CONFIRMED_SUFFIX, DID_NOT_HOLD_SUFFIX, NOT_VERIFIED_SUFFIX
 
 PARKED_MEMORY_S = 600.0
 """How long the place of a stationary object is remembered after its track is lost."""
 PARKED_IOU = 0.6
+CONFIRM_AFTER_S = 1.5
+"""Device verification: stream seconds the region must keep being seen after the provisional alert."""
+CONFIRM_WITHIN_S = 3.0
+"""Device verification: not confirmed this long after the provisional alert, the alert is retracted."""
+MIN_SHARE = 0.6
+"""Device verification: share of the frames looked at since the provisional alert that saw the region."""
+VERIFIED_MIN = 0.5
+"""`Track.verified` at or above this: the detector's closer look says the region is real."""
 
 
 @dataclass(slots=True)
@@ -32,6 +52,22 @@ class Transition:
     frame: int
     pts: float
     alert: AlertRecord | None = None
+    verdict: str | None = None
+    """An alert's phase change (an alert already published, same id): the mark its text was given."""
+    awaits_verdict: bool = False
+    """A `start` whose first alert is verified on the device: followers of confirmed alerts only (the
+    Home Assistant binary sensor) wait for its `confirmed`."""
+
+
+@dataclass(slots=True)
+class _Check:
+    """Device verification of an event's provisional alert, while no verdict is known."""
+
+    alert: AlertRecord
+    looks: int = 1
+    """Frames looked at since the alert (the alert's own included)."""
+    hits: int = 1
+    """Of them, frames that saw the event's region."""
 
 
 @dataclass(slots=True)
@@ -50,6 +86,9 @@ class _Open:
     last_alert_pts: float | None = None
     stationary: bool = False
     seen_now: bool = field(default=False)
+    check: _Check | None = None
+    verdict: tuple[str, str] | None = None
+    """(phase, text mark) once the device verified the event's alert: its repeats carry them."""
 
 
 class EventMachine:
@@ -109,12 +148,18 @@ class EventMachine:
         out: list[Transition] = []
         for o in self._open.values():
             o.seen_now = False
+            if o.check is not None:
+                o.check.looks += 1
         for rule in self.rules:
             if not rule.in_schedule(local):
                 continue
             for track in seen:
                 if rule.matches(track, width, height):
                     self._sighting(rule, track, frame, pts, now, out)
+        for o in self._open.values():
+            if o.check is not None and pts - o.check.alert.pts > CONFIRM_WITHIN_S:
+                held = o.check.hits >= MIN_SHARE * o.check.looks
+                self._verdict(o, NOT_VERIFIED_SUFFIX if held else DID_NOT_HOLD_SUFFIX, frame, pts, out)
         self._close_stale(frame, pts, now, out)
         return out
 
@@ -158,8 +203,9 @@ class EventMachine:
         )
         opened = _Open(rule, record, pts, pts, seen_now=True)
         self._open[key] = opened
-        out.append(Transition("start", record, frame, pts))
         cooling = pts - self._last_alert_pts.get(rule.name, float("-inf")) < rule.cfg.cooldown_s
+        awaits = rule.device_verified and not cooling
+        out.append(Transition("start", record, frame, pts, awaits_verdict=awaits))
         if not cooling:
             self._alert(opened, frame, pts, now, out)
 
@@ -191,6 +237,12 @@ class EventMachine:
         if pts - o.last_update_pts >= self.cfg.update_every_s:
             o.last_update_pts = pts
             out.append(Transition("update", o.record, frame, pts))
+        check = o.check
+        if check is not None:
+            check.hits += 1
+            held = pts - check.alert.pts >= CONFIRM_AFTER_S and check.hits >= MIN_SHARE * check.looks
+            if held and track.verified >= VERIFIED_MIN:
+                self._verdict(o, CONFIRMED_SUFFIX, frame, pts, out)
         repeat = o.rule.cfg.repeat_s
         due = o.last_alert_pts is not None and pts - o.last_alert_pts >= repeat
         if repeat > 0 and due and not o.stationary:
@@ -213,7 +265,19 @@ class EventMachine:
             box=o.record.box,
             phase="provisional" if o.rule.cfg.verify else "confirmed",
         )
+        if o.verdict is not None:  # a repeat of an event the device verified already
+            alert.phase, alert.text = o.verdict[0], alert.text + o.verdict[1]
+        elif o.check is None and o.rule.device_verified:
+            o.check = _Check(replace(alert))
         out.append(Transition("alert", o.record, frame, pts, alert))
+
+    def _verdict(self, o: _Open, mark: str, frame: int, pts: float, out: list[Transition]) -> None:
+        """The device's verdict on the event's provisional alert: the same alert, phase and text changed."""
+        assert o.check is not None
+        phase = "confirmed" if mark == CONFIRMED_SUFFIX else "retracted"
+        changed = replace(o.check.alert, phase=phase, text=o.check.alert.text + mark)
+        o.check, o.verdict = None, (phase, mark)
+        out.append(Transition("alert", o.record, frame, pts, changed, verdict=mark))
 
     def _close_stale(self, frame: int, pts: float, now: float, out: list[Transition]) -> None:
         limit = self.cfg.end_after_s
@@ -222,6 +286,8 @@ class EventMachine:
                 del self._candidates[key]
         for key, o in list(self._open.items()):
             if pts - o.last_seen_pts > limit:
+                if o.check is not None:  # gone before it held
+                    self._verdict(o, DID_NOT_HOLD_SUFFIX, frame, pts, out)
                 self._end(key, frame, pts, now, out)
         self._parked = [p for p in self._parked if pts - p[2] <= PARKED_MEMORY_S]
 

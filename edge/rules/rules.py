@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from edge.config.models import FireConfig, RuleConfig
 from edge.rules.tracker import AREA_LABELS, Track
+
+if TYPE_CHECKING:
+    from edge.config.models import SmokeConfig
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -13,19 +17,23 @@ FIRE_REPEAT_S = 10.0
 """Fire keeps alerting while it burns: people must not read one message and forget it."""
 
 
-def default_rules(watch: list[str], fire: FireConfig) -> list[RuleConfig]:
-    """One rule per watched label for quick starts (`--watch fire,person`)."""
+def default_rules(watch: list[str], fire: FireConfig, smoke: SmokeConfig | None = None) -> list[RuleConfig]:
+    """One rule per watched label for quick starts (`--watch fire,person`). Fire (critical) and smoke
+    (warning: smoke is often steam, dust or fog) are verified on the device (`verify`): the alert goes
+    out at once as provisional and is confirmed or retracted within seconds (edge.rules.events)."""
     rules = []
     for label in watch:
         if label in AREA_LABELS:
+            is_fire = label == "fire"
             rules.append(
                 RuleConfig(
                     name=label,
                     label=label,
-                    min_score=fire.min_score,
+                    min_score=fire.min_score if is_fire or smoke is None else smoke.min_score,
                     repeat_s=FIRE_REPEAT_S,
-                    severity="critical",
-                    text="Fire! Flames seen on {camera}" if label == "fire" else "Smoke seen on {camera}",
+                    severity="critical" if is_fire else "warning",
+                    text="Fire! Flames seen on {camera}" if is_fire else "Smoke seen on {camera}",
+                    verify=True,
                 )
             )
         else:
@@ -52,6 +60,11 @@ class Rule:
         self.name = cfg.name
         self.label = cfg.label
 
+    @property
+    def device_verified(self) -> bool:
+        """Its alerts are verified on the device: `verify` on an area label (fire, smoke)."""
+        return self.cfg.verify and self.label in AREA_LABELS
+
     def applies_to(self, camera: str) -> bool:
         return self.cfg.cameras is None or camera in self.cfg.cameras
 
@@ -72,6 +85,8 @@ class Rule:
     def matches(self, track: Track, frame_w: int, frame_h: int) -> bool:
         if track.label != self.label or track.score < self.cfg.min_score:
             return False
+        if track.label in AREA_LABELS and track.source != self.cfg.source:
+            return False  # fire/smoke: the region of the rule's source (edge.rules.tracker docstring)
         x1, y1, x2, y2 = track.box
         if (x2 - x1) * (y2 - y1) < self.cfg.min_area * frame_w * frame_h:
             return False

@@ -23,7 +23,8 @@ class Backend(Protocol):
     """What actually runs the graph (execution providers in use), for health output."""
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
-        """NCHW float32 in, the model's raw output (1, N, 5 + classes) out."""
+        """NCHW float32 in, the model's raw output out (its layout is the decoder family's: yolox
+        (1, N, 5 + classes), yolov8 (1, 4 + classes, N))."""
         ...
 
 

@@ -11,7 +11,13 @@ from edge.reflex.manifest import ModelManifest
 
 class Decoder(Protocol):
     rows: int
-    """Rows the raw output must have (grid cells); a mismatch means the manifest is not this model's."""
+    """Candidate boxes the raw output holds (grid cells, anchor points); a mismatch means the manifest is
+    not this model's."""
+
+    def shape_problem(self, shape: tuple[int, ...]) -> str | None:
+        """None when a raw output of this shape is one this decoder reads; else what it expects instead
+        (words for the one-line error, e.g. "3549 rows of 85")."""
+        ...
 
     def __call__(
         self, output: np.ndarray, threshold: float, class_mask: np.ndarray | None
@@ -22,13 +28,24 @@ class Decoder(Protocol):
 
 def make_decoder(manifest: ModelManifest) -> Decoder:
     """The decoder for the manifest's family, with its grids precomputed."""
-    # DecoderSpec.family is a Literal, so validation already refused anything but "yolox".
+    # DecoderSpec.family is a Literal, so validation already refused any family not handled here.
+    spec = manifest.decoder
+    if spec.family == "yolov8":
+        from edge.reflex.decoders.yolov8 import Yolov8Decoder
+
+        return Yolov8Decoder(
+            width=manifest.input.width,
+            height=manifest.input.height,
+            strides=spec.strides,
+            num_classes=len(manifest.labels),
+            scores_activated=spec.scores == "sigmoid_applied",
+        )
     from edge.reflex.decoders.yolox import YoloxDecoder
 
     return YoloxDecoder(
         width=manifest.input.width,
         height=manifest.input.height,
-        strides=manifest.decoder.strides,
+        strides=spec.strides,
         num_classes=len(manifest.labels),
-        scores_activated=manifest.decoder.scores == "sigmoid_applied",
+        scores_activated=spec.scores == "sigmoid_applied",
     )

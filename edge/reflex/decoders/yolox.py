@@ -28,6 +28,11 @@ class YoloxDecoder:
         self.num_classes = num_classes
         self._activated = scores_activated
 
+    def shape_problem(self, shape: tuple[int, ...]) -> str | None:
+        # Only the size is checked, as before: exporters differ in how they batch the rows.
+        width = 5 + self.num_classes
+        return None if int(np.prod(shape)) == self.rows * width else f"{self.rows} rows of {width}"
+
     def __call__(
         self, output: np.ndarray, threshold: float, class_mask: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
