@@ -138,6 +138,7 @@ class RedLoop:
                 f"rules on {self.camera} need the object detector for {sorted(self.object_labels)}"
             )
         self.pixel_labels = pixel & AREA_LABELS
+        self.gate.warm = "fire" in self.pixel_labels
         if self.cfg.fire.enabled and "fire" in self.pixel_labels:
             self.fire = self.fire or FireDetector(self.cfg.fire)
         else:
@@ -161,7 +162,7 @@ class RedLoop:
             if not on and frame is not None:
                 self._emit(self.events.finish(frame.index, frame.pts), frame)
             self.tracker = Tracker(self.cfg.events.end_after_s)
-            self.gate = SilenceGate(self.cfg.gate)
+            self.gate = SilenceGate(self.cfg.gate, warm=self.gate.warm)
             if self.fire is not None:
                 self.fire = FireDetector(self.cfg.fire)
             if self.smoke is not None:

@@ -20,9 +20,9 @@ WARM_R_MIN = 140
 WARM_RISE = 25
 WARM_CHANGE = 10
 WARM_MIN_PIXELS = 2
-"""Warm light wakes the engine (see `SilenceGate._warm_light`) when at least ``WARM_MIN_PIXELS`` pixels
-of the double-size thumbnail have red >= ``WARM_R_MIN``, ``WARM_RISE`` above the running background
-and ``WARM_CHANGE`` off the previous frame."""
+"""Warm light (see `WarmLight`) wakes the engine when at least ``WARM_MIN_PIXELS`` pixels of the
+double-size thumbnail have red >= ``WARM_R_MIN``, ``WARM_RISE`` above the running background and
+``WARM_CHANGE`` off the previous frame."""
 
 WAKE_REASONS = ("first", "motion", "warm", "event", "refresh", "request", "off")
 
@@ -50,7 +50,9 @@ class GateStats:
 class SilenceGate:
     """One per camera: it keeps that camera's background."""
 
-    def __init__(self, cfg: GateConfig) -> None:
+    def __init__(self, cfg: GateConfig, *, warm: bool = False) -> None:
+        """`warm`: also wake on new, changing warm light (`WarmLight`), for a camera that watches fire;
+        it costs a colour split per frame, so a camera that watches no fire does not pay it."""
         self.cfg = cfg
         self.stats = GateStats()
         self._background: np.ndarray | None = None
@@ -59,8 +61,8 @@ class SilenceGate:
         self._source_shape: tuple[int, ...] = ()
         self._last_wake_pts = float("-inf")
         self._half: np.ndarray | None = None
-        self._red_previous: np.ndarray | None = None
-        self._red_background: np.ndarray | None = None
+        self.warm = warm
+        self._warm = WarmLight(cfg.background_alpha)
 
     def thumbnail(self, image: np.ndarray) -> np.ndarray:
         """Grey, downscaled and blurred: sensor noise averages out before it is compared."""
@@ -91,7 +93,8 @@ class SilenceGate:
         background = self._background
         changed = self._changed_fraction(grey, background, previous)
         cv2.accumulateWeighted(grey, background, self.cfg.background_alpha)
-        warm = self._warm_light()
+        half = self._half if self.warm else None
+        warm = int(np.count_nonzero(self._warm.update(half))) if half is not None and half.ndim == 3 else 0
         if not self.cfg.enabled:
             return self._wake("off", changed, pts)
         if requested:
@@ -125,31 +128,39 @@ class SilenceGate:
         moving = cv2.min(vs_background, vs_previous)
         return cv2.countNonZero(cv2.threshold(moving, thr, 255, cv2.THRESH_BINARY)[1]) / moving.size
 
-    def _warm_light(self) -> int:
-        """Pixels of the double-size thumbnail where warm light is new and changing.
-
-        A small flame far away covers a few thumbnail pixels, too few to pass as motion, and its light
-        is spread by the optics; the fire detector must see it now, not at the next refresh. So red
-        light that is warm (red >= green >= blue), well above its own running background and changing
-        since the previous frame wakes the engine. A lamp or a sunset is old light; the floor a person
-        just uncovered is new but soon stops changing from frame to frame.
-        """
-        half = self._half
-        if half is None or half.ndim != 3:
-            return 0
-        blue, green, red = cv2.split(half)
-        previous, background = self._red_previous, self._red_background
-        self._red_previous = red
-        if previous is None or background is None or background.shape != red.shape:
-            self._red_background = red.astype(np.float32)
-            return 0
-        rising = (red.astype(np.float32) - background) >= WARM_RISE
-        cv2.accumulateWeighted(red, background, self.cfg.background_alpha)
-        changing = cv2.absdiff(red, previous) >= WARM_CHANGE
-        warm = (red >= WARM_R_MIN) & (red >= green) & (green >= blue)
-        return int(np.count_nonzero(rising & changing & warm))
-
     def _wake(self, reason: str, changed: float, pts: float) -> GateDecision:
         self.stats.woke[reason] += 1
         self._last_wake_pts = pts
         return GateDecision(True, reason, changed)
+
+
+class WarmLight:
+    """Where warm light is new and changing, frame by frame: the silence gate's warm channel (on its
+    double-size thumbnail) and the fire detector's zoom opener (on its fine image) ask the same.
+
+    A small flame far away covers a few thumbnail pixels, too few to pass as motion, and its light is
+    spread by the optics; it must be looked at now, not at the next refresh. Red light that is warm
+    (red >= green >= blue, red >= ``WARM_R_MIN``), ``WARM_RISE`` above its own running background and
+    ``WARM_CHANGE`` off the previous frame counts. A lamp or a sunset is old light; the floor a person
+    just uncovered is new but soon stops changing from frame to frame.
+    """
+
+    def __init__(self, alpha: float) -> None:
+        """`alpha`: the running background's weight per call."""
+        self._alpha = alpha
+        self._previous: np.ndarray | None = None
+        self._background: np.ndarray | None = None
+
+    def update(self, image: np.ndarray) -> np.ndarray:
+        """Bool map of new, changing warm light in a BGR image (all False on the first call or a new size)."""
+        blue, green, red = cv2.split(image)
+        previous, background = self._previous, self._background
+        self._previous = red
+        if previous is None or background is None or background.shape != red.shape:
+            self._background = red.astype(np.float32)
+            return np.zeros(red.shape, bool)
+        rising = (red.astype(np.float32) - background) >= WARM_RISE
+        cv2.accumulateWeighted(red, background, self._alpha)
+        changing = cv2.absdiff(red, previous) >= WARM_CHANGE
+        warm = (red >= WARM_R_MIN) & (red >= green) & (green >= blue)
+        return rising & changing & warm

@@ -53,7 +53,8 @@ import cv2
 import numpy as np
 
 from edge.config.models import FireConfig
-from edge.reflex.motion import Warper, outside
+from edge.gate import WarmLight
+from edge.reflex.motion import Warper, outside, smeared
 from edge.types import Box, Detection
 
 WORK_WIDTH = 256
@@ -140,14 +141,6 @@ WATCH_KEEP_EVIDENCE = 0.15
 """While evidence anywhere is at least this, the watch goes on: a fire is watched for as long as it
 burns, whatever the gate decides."""
 
-SMEAR_SHARE = 0.25
-"""A call whose unexplained change covers this share of the frame is a smear or a cut, not flicker:
-the fire clips stay below 0.12 (drone pan, flames over a fifth of the frame, every 3rd frame)."""
-SMEAR_ROW_SHARE = 0.6
-SMEAR_ROWS = 2
-"""A lost H.264 slice smears whole rows of macroblocks: this many analysis rows with unexplained change
-over this share of their width are a smear. Flames leave at most half a row (a fire front seen from a
-drone, every 3rd frame), a passing person or car far less."""
 SMEAR_HOLD_S = 1.0
 """After a smear, the decoder keeps building on the broken picture until its next keyframe (typically
 every 1-2 s): nothing is learned for this long (stream seconds)."""
@@ -178,13 +171,9 @@ for 720p-class streams) it keeps its luminous core and its flicker."""
 ZOOM_R_MIN = 150
 """Inside a zoom window a fire-coloured pixel with at least this red is a candidate: no core is asked
 for there (the window was opened on a core or on new, changing warm light), flicker decides."""
-WARM_R_MIN = 140
-WARM_RISE = 25
-WARM_CHANGE = 10
 WARM_BACKGROUND_ALPHA = 0.1
-"""New, changing warm light on the fine image (see `FireDetector._warm_change`): red at least
-``WARM_R_MIN`` with red >= green >= blue, ``WARM_RISE`` above its running background (this weight per
-call) and ``WARM_CHANGE`` off the previous call."""
+"""Weight per call of the running background of the fine image's warm light (`edge.gate.WarmLight`:
+new, changing warm light opens a zoom window)."""
 ZOOM_MAX_SIDE = 10
 """Candidates up to this side (thumbnail pixels) get a zoomed-in look of their own; bigger ones are
 judged well enough on the thumbnail."""
@@ -274,10 +263,6 @@ class _Step(NamedTuple):
 
     colour: np.ndarray
     """uint8 0/1: fire-coloured now."""
-    candidate: np.ndarray
-    """bool: fire-coloured next to a luminous core (what flame looks like in one frame)."""
-    grey: np.ndarray
-    """The blurred grey image compared between calls."""
     smeared: bool = False
     """The change since the reference frame is a decoder smear or a cut, not flicker."""
 
@@ -358,8 +343,8 @@ class _Analysis:
                 unexplained, up, down = self._unexplained(grey, ref.grey)
             else:
                 unexplained = up = down = np.zeros_like(colour)
-            if self._judge_smears and _smeared(unexplained):
-                return _Step(colour, candidate, grey, smeared=True)
+            if self._judge_smears and smeared(unexplained):
+                return _Step(colour, smeared=True)
             n = self._push(_Flags(pts, unexplained, colour), _Turns(pts, up, down))
             assert (
                 self._n_colour is not None
@@ -378,7 +363,7 @@ class _Analysis:
             since = pts - (ref.pts if self._judged_pts is None else self._judged_pts)
             self._judged_pts = pts
             self._accumulate(cv2.dilate(flickering.astype(np.uint8), _K_SPREAD), since)
-        return _Step(colour, candidate, grey)
+        return _Step(colour)
 
     def _discontinuous(self, pts: float) -> bool:
         """True when ``pts`` does not continue the stream we hold (jumped back, or a long gap)."""
@@ -566,8 +551,7 @@ class FireDetector:
         self._smear_pts: float | None = None
         self._stills: deque[_Still] = deque(maxlen=STILLS_KEPT)
         self._watched: _Still | None = None
-        self._red_previous: np.ndarray | None = None
-        self._red_background: np.ndarray | None = None
+        self._warm = WarmLight(WARM_BACKGROUND_ALPHA)
         self._verifications: list[_Verification] = []
         self._grey_before: np.ndarray | None = None
 
@@ -615,7 +599,7 @@ class FireDetector:
         masks = _masks(small)
         fine, fine_scale = _fine(image)
         fine_masks = _masks(fine, relative=True) if fine is not small else masks
-        opener = fine_masks[1] | self._warm_change(fine)
+        opener = fine_masks[1] | self._warm.update(fine)
         if hints:
             _open_at_smoke(opener, fine_masks[0], hints, fine_scale)
         candidate = masks[1] | _pool(opener, (w, h))
@@ -749,21 +733,6 @@ class FireDetector:
             verified = look is not None and _held(look, pts) and not _periodic(look.series)
             d.extra["verified"] = 1.0 if verified else 0.0
 
-    def _warm_change(self, fine: np.ndarray) -> np.ndarray:
-        """Where warm light on the fine image is new and changing (as the silence gate's warm channel,
-        at the fine scale): a flame too small or too dim to show a core opens a zoom window here."""
-        blue, green, red = cv2.split(fine)
-        previous, background = self._red_previous, self._red_background
-        self._red_previous = red
-        if previous is None or background is None or background.shape != red.shape:
-            self._red_background = red.astype(np.float32)
-            return np.zeros(red.shape, bool)
-        rising = (red.astype(np.float32) - background) >= WARM_RISE
-        cv2.accumulateWeighted(red, background, WARM_BACKGROUND_ALPHA)
-        changing = cv2.absdiff(red, previous) >= WARM_CHANGE
-        warm = (red >= WARM_R_MIN) & (red >= green) & (green >= blue)
-        return rising & changing & warm
-
     def _zoom_in(
         self,
         fine: np.ndarray,
@@ -885,14 +854,6 @@ def _pool(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if mask.shape[1] == size[0] and mask.shape[0] == size[1]:
         return mask
     return cv2.resize(mask.astype(np.uint8) * 255, size, interpolation=cv2.INTER_AREA) > 0
-
-
-def _smeared(unexplained: np.ndarray) -> bool:
-    """True when unexplained change is too widespread, or too row-shaped, to be flame flicker."""
-    if unexplained.mean() >= SMEAR_SHARE:
-        return True
-    rows = unexplained.mean(axis=1, dtype=np.float32)
-    return int(np.count_nonzero(rows >= SMEAR_ROW_SHARE)) >= SMEAR_ROWS
 
 
 def _fine(image: np.ndarray) -> tuple[np.ndarray, float]:

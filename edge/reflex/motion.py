@@ -1,4 +1,5 @@
-"""Motion compensation shared by the pixel detectors (fire, smoke): what of a change motion explains.
+"""Motion compensation shared by the pixel detectors (fire, smoke): what of a change motion explains,
+and when a change is a decoder smear rather than anything in the scene.
 
 Both detectors ask the same question of two grey frames: which brightness change is *not* explained
 by things moving? They answer it the same way, so the code exists once: dense optical flow (DIS,
@@ -12,6 +13,15 @@ import cv2
 import numpy as np
 
 _K3 = np.ones((3, 3), np.uint8)
+
+SMEAR_SHARE = 0.25
+"""A call whose unexplained change covers this share of the frame is a smear or a cut, not flicker
+nor smoke: the fire clips stay below 0.12 (drone pan, flames over a fifth of the frame, every 3rd frame)."""
+SMEAR_ROW_SHARE = 0.6
+SMEAR_ROWS = 2
+"""A lost H.264 slice smears whole rows of macroblocks: this many analysis rows with unexplained change
+over this share of their width are a smear. Flames leave at most half a row (a fire front seen from a
+drone, every 3rd frame), a passing person or car far less."""
 
 
 class Warper:
@@ -45,3 +55,12 @@ def outside(grey: np.ndarray, ref: np.ndarray, threshold: float) -> np.ndarray:
     above = cv2.subtract(grey, cv2.dilate(ref, _K3)) > threshold
     below = cv2.subtract(cv2.erode(ref, _K3), grey) > threshold
     return above | below
+
+
+def smeared(unexplained: np.ndarray) -> bool:
+    """True when unexplained change (0/1 map) is too widespread, or too row-shaped, to be flame flicker
+    or smoke: a decoder smear (a lost H.264 slice) or a cut."""
+    if unexplained.mean() >= SMEAR_SHARE:
+        return True
+    rows = unexplained.mean(axis=1, dtype=np.float32)
+    return int(np.count_nonzero(rows >= SMEAR_ROW_SHARE)) >= SMEAR_ROWS

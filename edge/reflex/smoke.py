@@ -50,7 +50,7 @@ import cv2
 import numpy as np
 
 from edge.config.models import SmokeConfig
-from edge.reflex.motion import Warper, outside
+from edge.reflex.motion import Warper, outside, smeared
 from edge.types import Detection
 
 WORK_WIDTH = 256
@@ -153,11 +153,6 @@ WATCH_S = 2.0
 WATCH_KEEP_EVIDENCE = 0.15
 """While evidence anywhere is at least this, the watch goes on."""
 
-SMEAR_SHARE = 0.25
-"""A call whose unexplained change covers this share of the frame is a smear or a cut, not smoke."""
-SMEAR_ROW_SHARE = 0.6
-SMEAR_ROWS = 2
-"""This many analysis rows with unexplained change over this share of their width are a lost slice."""
 SMEAR_HOLD_S = 1.0
 """After a smear nothing is learned for this long (stream seconds): the decoder builds on it."""
 
@@ -252,7 +247,7 @@ class SmokeDetector:
         h, w = small.shape[:2]
         if min(h, w) < MIN_WORK_SIDE:
             return []
-        background = self._background if self._background is not None else None
+        background = self._background
         background_pts = self._background_pts
         if self._evidence is None or self._evidence.shape != (h, w) or self._discontinuous(pts):
             self.reset()
@@ -280,7 +275,7 @@ class SmokeDetector:
                 self._background = grey.astype(np.float32)
                 self._background_pts = pts
             else:
-                if _smeared(unexplained):
+                if smeared(unexplained):
                     self._smear_pts = pts
                     return self._ignore(pts)
                 # Sharp detail that changed: the edge of an opaque object moving (flow is unreliable on
@@ -473,14 +468,6 @@ def _guard(rigid: np.ndarray, k_rigid: np.ndarray) -> np.ndarray:
     big = large[labels].view(np.uint8) & rigid
     out = cv2.dilate(rigid - big, _K_SPECK)
     return cv2.bitwise_or(out, cv2.dilate(big, k_rigid))
-
-
-def _smeared(unexplained: np.ndarray) -> bool:
-    """True when unexplained change is too widespread, or too row-shaped, to be smoke."""
-    if unexplained.mean() >= SMEAR_SHARE:
-        return True
-    rows = unexplained.mean(axis=1, dtype=np.float32)
-    return int(np.count_nonzero(rows >= SMEAR_ROW_SHARE)) >= SMEAR_ROWS
 
 
 def _shrink(image: np.ndarray) -> np.ndarray:
