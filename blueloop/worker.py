@@ -34,10 +34,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from blueloop.jobs import KINDS, Job, JobError, Result, identify, parse_job, unknown_kind
 from blueloop.reasoners import Reasoner
-from edge.bus.mqtt import masked_url, new_client, parse_endpoint, tls_context
+from edge.bus.mqtt import new_client, parse_endpoint, tls_context
 from edge.config.models import MqttConfig
 from edge.outbox import Topics
 from edge.outbox.topics import blue_request_filter, device_of_request
+from edge.redact import redact
 
 log = logging.getLogger("blueloop.worker")
 
@@ -121,7 +122,7 @@ class Worker:
         props.ReceiveMaximum = self.concurrency
         log.info(
             "connecting to %s as %s (%s, concurrency %d)",
-            masked_url(self.cfg.url or ""),
+            redact(self.cfg.url or ""),
             self.client_id,
             self.reasoner.name,
             self.concurrency,

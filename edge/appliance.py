@@ -1,7 +1,9 @@
 """`edge run`: the appliance's setup root. It builds the parts in clear steps and starts them.
 
-One capture thread and one red-loop thread per camera, the bus, the push workers and housekeeping.
-Runtime changes (switches, rules, asks) go through `self.control`; nothing in here implements them.
+One capture thread and one red-loop thread per camera, the bus, the push workers, housekeeping and,
+with `admin.listen`, the admin web page. Runtime changes (cameras, switches, rules, asks) go through
+`self.control`; the appliance only does what the control surface asks of it as its `CameraHost`:
+start or stop one camera's capture and red loop.
 Cameras that die are retried by their capture thread and reported; nothing stops because one camera,
 frame, command or database write failed. Alerts go to the event log and its outbox first; the MQTT
 bus (when a broker is configured) and the push workers drain the outbox.
@@ -11,9 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from edge import __version__
 from edge.bus.commands import Commands
@@ -22,20 +27,24 @@ from edge.bus.mqtt import Bus, BusConfigError
 from edge.bus.push import PushWorker, start_push_workers
 from edge.bus.state import RetainedState
 from edge.capture import Camera
-from edge.config import ConfigError, EdgeConfig
-from edge.control import Control
+from edge.config import CameraConfig, ConfigError, EdgeConfig
+from edge.config.models import host_port
+from edge.control import Control, ControlError
 from edge.delegate import Delegate
-from edge.housekeeping import Housekeeping
+from edge.housekeeping import Housekeeping, camera_numbers, idle_numbers, outbox_numbers
 from edge.instructions import Router
 from edge.journal import Journal
 from edge.live import LiveView
 from edge.narrator import Narrator
-from edge.outbox import MemoryQueue, Topics, event_message
+from edge.outbox import SWITCHES, MemoryQueue, Topics, event_message
 from edge.pipeline import feed
+from edge.redact import redact
 from edge.redloop import Detector, RedLoop, Sink
 from edge.reflex import build_detector
 from edge.rules import Rule, Transition
 from edge.store import DataLock, EventLog, StoreError
+from edge.store.db import one_line
+from edge.store.models import push_channel
 from edge.types import Frame
 from edge.verify import Verifier
 from edge.wiring import known_labels, load_models, needs_objects
@@ -58,6 +67,16 @@ class Appliance:
         self.topics = Topics(cfg.mqtt.prefix, cfg.device.id)
         self.cameras: dict[str, Camera] = {}
         self.loops: dict[str, RedLoop] = {}
+        """Capturing cameras and their red loops, shared with the control surface and housekeeping;
+        cameras added or removed at runtime come and go here (start_camera, stop_camera)."""
+        self._feeds: dict[str, tuple[threading.Thread, threading.Event]] = {}
+        """Each camera's red-loop thread and the event that ends it (one camera stops on its own)."""
+        self._sinks: list[Sink] = []
+        self._running = False
+        self._started_at: float | None = None
+        self._announced: set[str] = set()
+        self.admin: Any = None
+        """The admin page's server (edge.admin.server.AdminServer) while it runs."""
         self.threads: list[threading.Thread] = []
         self.push_workers: list[PushWorker] = []
         self.live = LiveView()
@@ -142,25 +161,44 @@ class Appliance:
         self.observers.append(self.verifier)
 
     def _init_cameras(self) -> None:
+        """The config's cameras, then those added on the admin page (stored in the event log)."""
         sinks: list[Sink] = [self.journal] if self.retained is None else [self.journal, self.retained]
         sinks += [*self.observers, _Wake(self._wake_deliverers)]
         enrich = self.delegate if self.cfg.blueloop.llm and self.bus is not None else None
         self.narrator = Narrator(self.control, self.events, enrich=enrich)  # queues transitions, own thread
         sinks.append(self.narrator)
-        for name, cam_cfg in self.cfg.cameras.items():
+        self._sinks = sinks
+        runtime = self.control.load_cameras(self.cfg.cameras)
+        for name, cam_cfg in [*self.cfg.cameras.items(), *((e.name, e.cfg) for e in runtime)]:
             if not cam_cfg.enabled:
                 log.info("camera %s is disabled; not capturing", name)
                 continue
-            self.events.ensure_camera(name, cam_cfg.source, detect=cam_cfg.detect, alerts=cam_cfg.alerts)
-            self.loops[name] = RedLoop(name, self.cfg, self.rules, self._detector, sinks, live=self.live,
-                                       models=self.models)  # fmt: skip
-            self.cameras[name] = Camera(name, cam_cfg, on_status=self._camera_status)
+            self._build_camera(name, cam_cfg)
         self.control.attach(self.loops, self.retained)
+        self.control.host = self
         self.control.apply_stored_switches()
+
+    def _build_camera(self, name: str, cfg: CameraConfig) -> None:
+        """A camera's capture and red loop, registered (not started yet)."""
+        self.events.ensure_camera(name, cfg.source, detect=cfg.detect, alerts=cfg.alerts)
+        rules = self.control.active_rules()
+        wants_objects = needs_objects([r for r in rules if r.applies_to(name)])
+        detector = self._load_detector() if wants_objects else self._detector
+        self.loops[name] = RedLoop(name, self.cfg, rules, detector, self._sinks, live=self.live,
+                                   models=self.models)  # fmt: skip
+        self.cameras[name] = Camera(name, cfg, on_status=self._camera_status)
+
+    def _run_camera(self, name: str) -> None:
+        camera, loop, stop = self.cameras[name], self.loops[name], threading.Event()
+        camera.start()
+        thread = threading.Thread(target=feed, args=(camera, loop, stop), name=f"redloop-{name}", daemon=True)
+        self._feeds[name] = (thread, stop)
+        thread.start()
 
     def _init_instructions(self) -> None:
         """Asks in plain words: rules, questions, memory, control, delegated work."""
-        zones = {name: dict(cam.zones) for name, cam in self.cfg.cameras.items() if cam.zones}
+        entries = self.control.camera_entries()
+        zones = {e.name: dict(e.cfg.zones) for e in entries if e.cfg.zones}
         self.router = Router(self.control, self.live, self.events, self.control.known_labels, zones)
         self.control.router = self.router
         self.router.narrator = self.narrator
@@ -169,27 +207,36 @@ class Appliance:
         if self.retained is None:
             return
         self._announce_to_home_assistant()
-        for name, loop in self.loops.items():
-            loop.on_counts = self.retained.counts
-            self.retained.counts(name, loop.counts)
-            self.retained.camera_status(name, False)
-            for rule in self.rules:
-                if rule.applies_to(name):
-                    self.retained.rule_idle(name, rule.name)
+        for name in self.loops:
+            self._retain_camera(name)
         # A removed camera's retained topics (counts, JPEG, status) and removed entities are cleared.
         assert self.bus is not None
         self.bus.sweep(self.topics("#"))
         if self.cfg.mqtt.discovery:
             self.bus.sweep(discovery_filter(self.cfg.mqtt.discovery_prefix, self.cfg.device.id))
 
+    def _retain_camera(self, name: str) -> None:
+        """A camera's retained MQTT state as it starts: its counts, offline, its rules idle."""
+        assert self.retained is not None
+        loop = self.loops[name]
+        loop.on_counts = self.retained.counts
+        self.retained.counts(name, loop.counts)
+        self.retained.camera_status(name, False)
+        for rule in self.control.active_rules():
+            if rule.applies_to(name):
+                self.retained.rule_idle(name, rule.name)
+
     def start(self) -> None:
+        """Start everything, the admin page (when configured) last: a port it cannot listen on is a
+        one-line ConfigError, after stopping what had started."""
+        self._started_at = time.monotonic()
         self._end_orphaned_events()
         self._init_cameras()
         self._init_instructions()
         self._init_retained_state()
-        for name, camera in self.cameras.items():
-            camera.start()
-            self._spawn(f"redloop-{name}", feed, camera, self.loops[name], self.stop_event)
+        for name in list(self.cameras):
+            self._run_camera(name)
+        self._running = True
         self._drop_removed_push_channels()
         self.push_workers = start_push_workers(self.events, self.cfg, self.stop_event)
         self.delegate.start()
@@ -197,6 +244,12 @@ class Appliance:
             self.bus.start()
         chores = Housekeeping(self.cfg, self.events, self.journal, self.cameras, self.loops, self.retained)
         self._spawn("housekeeping", chores.run, self.stop_event)
+        if self.cfg.admin.listen:
+            try:
+                self._start_admin(self.cfg.admin.listen)
+            except BaseException:
+                self.stop()
+                raise
         log.info(
             "running %d camera(s), data in %s, outbox depth %d%s",
             len(self.cameras),
@@ -214,12 +267,18 @@ class Appliance:
             self.stop()
 
     def stop(self) -> None:
-        """Cameras, then red loops (open events end), the journal, the push workers, the bus (which
-        says what a stopped appliance knows, then `offline`), and the event log last."""
+        """The admin page, cameras, then red loops (open events end), the journal, the push workers,
+        the bus (which says what a stopped appliance knows, then `offline`), and the event log last."""
         self.stop_event.set()
+        if self.admin is not None:
+            self.admin.stop()
+            self.admin = None
+        self._running = False
+        for _, stop in self._feeds.values():
+            stop.set()
         for camera in self.cameras.values():
             camera.stop()
-        for thread in self.threads:
+        for thread in [*self.threads, *(t for t, _ in self._feeds.values())]:
             thread.join(timeout=5)
         if self.narrator is not None:
             self.narrator.stop()  # before the loops end their events: a stop is not "left after 12 s"
@@ -242,6 +301,124 @@ class Appliance:
     def _close_store(self) -> None:
         self.events.close()
         self.lock.release()
+
+    # -- cameras at runtime (the control surface's CameraHost) ---------------------------------------
+
+    def start_camera(self, name: str, cfg: CameraConfig) -> None:
+        """A camera added (or changed) at runtime: capture, red loop and red-loop thread registered
+        where the control surface and housekeeping see them, a keyframe ring in the live view, its
+        retained MQTT state and Home Assistant entities announced. Called by Control, under its lock."""
+        if self.stop_event.is_set():
+            raise ControlError("the appliance is stopping")
+        if name in self.loops:
+            self.stop_camera(name)
+        self._build_camera(name, cfg)
+        try:
+            if self.retained is not None:
+                self._retain_camera(name)
+            self.control.apply_stored_switches(name)
+            if self.router is not None and cfg.zones:
+                self.router.zones[name] = dict(cfg.zones)
+            if self._running:
+                self._run_camera(name)
+        except BaseException:
+            self.stop_camera(name)
+            raise
+        self._announce_to_home_assistant()
+
+    def stop_camera(self, name: str) -> None:
+        """A camera removed (or about to change) at runtime: its threads end, its open events end (and
+        say so on MQTT), its retained topics and Home Assistant entities are cleared."""
+        camera, loop = self.cameras.pop(name, None), self.loops.pop(name, None)
+        thread, stop = self._feeds.pop(name, (None, None))
+        if stop is not None:
+            stop.set()
+        if thread is not None:
+            thread.join(timeout=5)
+        if camera is not None:
+            camera.stop()
+        if loop is None:
+            return
+        loop.finish("camera removed")
+        self.live.keyframes.pop(name, None)
+        if self.router is not None:
+            self.router.zones.pop(name, None)
+        if self.retained is not None and self.bus is not None:
+            self.retained.counts(name, {})
+            for rule in self.control.active_rules():
+                if rule.applies_to(name):
+                    self.retained.rule_removed(name, rule.name)
+            for topic in (self.topics.status(name), self.topics.snapshot(name),
+                          *(self.topics.switch_state(name, switch) for switch in SWITCHES)):  # fmt: skip
+                self.bus.set_state(topic, b"")
+        self._announce_to_home_assistant()
+
+    # -- the admin page ------------------------------------------------------------------------------
+
+    def _start_admin(self, listen: str) -> None:
+        """Serve the admin page on `listen` (HOST:PORT), over TLS with `admin.cert`/`key` or, with
+        `admin.tls`, a self-signed certificate made on first start under <data_dir>/admin."""
+        from edge.admin import create_app
+        from edge.admin.server import AdminServer, ensure_self_signed
+        from edge.admin.services import AdminServices
+
+        settings = self.cfg.admin
+        host, port = host_port(listen)
+        services = AdminServices(self.control, self.events, self.live, self.cfg, self.data_dir, self.status)
+        try:  # its files under <data_dir>/admin (secret key, certificate), the certificate loaded
+            tls: tuple[str, str] | None = None
+            if settings.cert and settings.key:
+                tls = (settings.cert, settings.key)
+            elif settings.tls:
+                cert, key = ensure_self_signed(self.data_dir / "admin")
+                tls = (str(cert), str(key))
+            server = AdminServer(create_app(services, settings), host, port, tls)
+        except OSError as exc:
+            raise ConfigError(f"admin: {one_line(exc)}") from None
+        try:
+            server.start()
+        except OSError as exc:
+            raise ConfigError(f"admin: cannot listen on {listen}: {_os_reason(exc)}") from None
+        self.admin = server
+
+    def status(self) -> dict[str, Any]:
+        """The dashboard's numbers (the admin page's /api/status): cameras (all of them, running or
+        not), outbox, broker, push channels, blue loop. Never raises: a number the event log cannot
+        give now is 0."""
+        cameras: dict[str, dict[str, Any]] = {}
+        for entry in self.control.camera_entries():
+            camera, loop = self.cameras.get(entry.name), self.loops.get(entry.name)
+            if camera is not None and loop is not None:
+                numbers = camera_numbers(camera, loop)
+            else:
+                numbers = idle_numbers(entry.cfg, "disabled" if not entry.cfg.enabled else "not running")
+            cameras[entry.name] = {**numbers, "source": redact(entry.cfg.source), "origin": entry.origin}
+        try:
+            backlog = self.events.outbox_backlog()
+        except StoreError:
+            backlog = {}
+        try:
+            open_jobs, answered = len(self.events.open_jobs()), self.events.last_worker_answer()
+        except StoreError:
+            open_jobs, answered = 0, None
+        connected = self.bus is not None and self.bus.connected.is_set()
+        url = self.cfg.mqtt.url
+        return {
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self._started_at, 1) if self._started_at else 0.0,
+            "cameras": cameras,
+            "outbox": outbox_numbers(self.events, self.journal),
+            "broker": {"configured": bool(url), "url": redact(url) if url else None, "connected": connected},
+            "push": {
+                name: {
+                    "kind": cfg.type,
+                    "pending": sum(backlog.get(push_channel(name), {}).values()),
+                    "confirmed_only": cfg.confirmed_only,
+                }
+                for name, cfg in self.cfg.push.items()
+            },
+            "blueloop": {"broker_connected": connected, "open_jobs": open_jobs, "last_answer_at": answered},
+        }
 
     # -- helpers for the steps ---------------------------------------------------------------------
 
@@ -289,8 +466,13 @@ class Appliance:
             __version__,
             rule_labels={rule.name: rule.cfg.label for rule in rules},
         )
+        announced = set()
         for config_topic, payload in messages:
             self.bus.set_state(config_topic, json.dumps(payload, separators=(",", ":")))
+            announced.add(config_topic)
+        for gone in self._announced - announced:  # a removed camera's or rule's entities, at once
+            self.bus.set_state(gone, b"")
+        self._announced = announced
 
     def _drop_removed_push_channels(self) -> None:
         """Rows of a push channel that is no longer configured can never be sent: say so, loudly."""
@@ -309,9 +491,18 @@ class Appliance:
         thread.start()
 
     def _camera_status(self, camera: str, online: bool, reason: str) -> None:
-        """The capture thread logs the change itself; here it only becomes retained state."""
-        if self.retained is not None:
+        """The capture thread logs the change itself; here it only becomes retained state (not for a
+        camera removed meanwhile: its status topic was cleared)."""
+        if self.retained is not None and camera in self.cameras:
             self.retained.camera_status(camera, online)
+
+
+def _os_reason(exc: OSError) -> str:
+    """'address already in use', also from cheroot, which wraps the errno's text in a sentence of its
+    own ("No socket could be created -- (('0.0.0.0', 80): [Errno 13] Permission denied)")."""
+    found = re.search(r"\[Errno -?\d+\] ([^)]+)", str(exc))
+    why = exc.strerror or (found.group(1) if found else str(exc))
+    return why.strip().lower()
 
 
 class _Wake:

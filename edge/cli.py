@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mqtt", metavar="URL", help="mqtt[s]://[user:pass@]host:port")
     run.add_argument("--device", help="device id (MQTT topics)")
     run.add_argument("--data", help="folder for the database and snapshots")
-    run.add_argument("--admin", metavar="HOST:PORT", help="admin page address")
+    run.add_argument("--admin", metavar="HOST:PORT", help="serve the admin web page here (e.g. 0.0.0.0:8080)")
 
     scan = sub.add_parser("scan", help="run the red loop over a file or stream, print JSON Lines")
     _common(scan)
@@ -93,6 +93,9 @@ def _apply_common(cfg: EdgeConfig, args: argparse.Namespace) -> EdgeConfig:
 
 
 def _apply_run_flags(cfg: EdgeConfig, args: argparse.Namespace) -> EdgeConfig:
+    """The config with the flags applied, validated as a whole (a rule naming a camera only a flag
+    adds). Only the sections a flag changed are replaced: the others keep their file lines, so that a
+    config rule still says where it is (the admin page shows it read-only with FILE:LINE)."""
     cameras = dict(cfg.cameras)
     for spec in args.camera:
         name, sep, source = spec.partition("=")
@@ -100,20 +103,26 @@ def _apply_run_flags(cfg: EdgeConfig, args: argparse.Namespace) -> EdgeConfig:
             raise ConfigError(f"--camera {spec!r}: expected NAME=SOURCE")
         cameras[name] = CameraConfig(source=source, loop=args.loop)
     data: dict[str, object] = cfg.model_dump()
+    changed = {"cameras"} if args.camera else set()
     data["cameras"] = {n: c.model_dump() for n, c in cameras.items()}
     if args.mqtt:
         data["mqtt"] = {**cfg.mqtt.model_dump(), "url": args.mqtt}
+        changed.add("mqtt")
     if args.device:
         data["device"] = {"id": args.device}
+        changed.add("device")
     if args.data:
         data["data_dir"] = str(Path(args.data).resolve())
+        changed.add("data_dir")
     if args.admin:
-        data["admin"] = {"listen": args.admin}
+        data["admin"] = {**cfg.admin.model_dump(), "listen": args.admin}
+        changed.add("admin")
     try:
-        return EdgeConfig.model_validate(data)
+        checked = EdgeConfig.model_validate(data)
     except ValueError as exc:
         first = str(exc).splitlines()
         raise ConfigError(f"bad flag: {first[-1].strip() if first else exc}") from None
+    return cfg.model_copy(update={key: getattr(checked, key) for key in changed}) if changed else cfg
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -140,8 +149,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _apply_common(cfg, args)
     build_rules(cfg, base, allow_empty=True)  # the file's rule problems, with their lines, before the flags
     cfg = _apply_run_flags(cfg, args)
-    if not cfg.cameras:
-        raise ConfigError("no cameras: add one with --camera NAME=SOURCE or under `cameras:` in the config")
+    if not cfg.cameras and not cfg.admin.listen:
+        raise ConfigError(
+            "no cameras: add one with --camera NAME=SOURCE, under `cameras:` in the config, "
+            "or on the admin page (--admin HOST:PORT)"
+        )
     rules = build_rules(cfg, base, allow_empty=True)
     if not rules:
         log.info('watching for nothing yet: waiting for instructions (e.g. "alert me if a fire breaks out")')

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 from edge.bus.state import RetainedState
 from edge.capture import Camera
-from edge.config import EdgeConfig
+from edge.config import CameraConfig, EdgeConfig
 from edge.journal import Journal
 from edge.redloop import RedLoop
 from edge.store import EventLog, StoreError
@@ -69,28 +70,82 @@ class Housekeeping:
 
     def report_stats(self, to_log: bool) -> None:
         cameras: dict[str, dict[str, object]] = {}
-        for name, camera in self.cameras.items():
-            loop = self.loops[name]
-            s = camera.stats
-            infer = loop.times.get("infer")
-            median = infer.recent_median() if infer is not None else None
-            cameras[name] = {
-                "fps": round(s.fps, 2),
-                "gate_skip_ratio": round(loop.gate.stats.skip_ratio, 4),
-                "inference_ms": round(median, 2) if median is not None else None,
-                "dropped_frames": s.dropped,
-                "online": s.online,
-            }
+        for name, camera in list(self.cameras.items()):  # a copy: cameras come and go at runtime
+            loop = self.loops.get(name)
+            if loop is None:
+                continue
+            numbers = camera_numbers(camera, loop)
+            cameras[name] = {key: numbers[key] for key in STATS_KEYS}
             if to_log:
-                skip = 100 * loop.gate.stats.skip_ratio
-                log.info("stats %s: %.1f fps, %d frames, %d dropped, gate skip %.0f%%, online=%s",
-                         name, s.fps, loop.frames, s.dropped, skip, s.online)  # fmt: skip
+                log.info("stats %s: %.1f fps, %d frames, %d dropped, gate skip %.0f%%, online=%s", name,
+                         numbers["fps"], numbers["frames"], numbers["dropped_frames"],
+                         100 * loop.gate.stats.skip_ratio, numbers["online"])  # fmt: skip
         if self.retained is not None:
-            held = self.journal.held_count
-            try:
-                depth, dropped = self.events.outbox_depth(), self.events.outbox_dropped()
-            except StoreError:
-                depth, dropped = 0, 0
-            disk_full = bool(held) or self.events.disk_full
-            self.retained.stats(cameras, depth + held, dropped + self.journal.shed, outbox_held=held,
+            outbox = outbox_numbers(self.events, self.journal)
+            disk_full = bool(outbox["held"]) or self.events.disk_full
+            self.retained.stats(cameras, outbox["depth"], outbox["shed"], outbox_held=outbox["held"],
                                 disk_full=disk_full)  # fmt: skip
+
+
+STATS_KEYS = ("fps", "gate_skip_ratio", "inference_ms", "dropped_frames", "online")
+"""What the MQTT stats topic carries of `camera_numbers` (schemas/stats.json)."""
+
+
+def camera_numbers(camera: Camera, loop: RedLoop) -> dict[str, Any]:
+    """One camera's health numbers, computed once for both who show them: the MQTT stats topic
+    (STATS_KEYS of them) and the admin page's dashboard (all of them)."""
+    s = camera.stats
+    infer = loop.times.get("infer")
+    median = infer.recent_median() if infer is not None else None
+    return {
+        "online": s.online,
+        "reason": s.reason,
+        "fps": round(s.fps, 2),
+        "frames": loop.frames,
+        "dropped_frames": s.dropped,
+        "gate_skip_ratio": round(loop.gate.stats.skip_ratio, 4),
+        "inference_ms": round(median, 2) if median is not None else None,
+        "active_events": _open_events(loop),
+        "detect": loop.detect_enabled,
+        "alerts": loop.alerts_enabled,
+    }
+
+
+def idle_numbers(cfg: CameraConfig, reason: str) -> dict[str, Any]:
+    """`camera_numbers` of a camera that does not run (disabled): offline, saying why, nothing counted."""
+    return {
+        "online": False,
+        "reason": reason,
+        "fps": 0.0,
+        "frames": 0,
+        "dropped_frames": 0,
+        "gate_skip_ratio": 0.0,
+        "inference_ms": None,
+        "active_events": 0,
+        "detect": cfg.detect,
+        "alerts": cfg.alerts,
+    }
+
+
+def _open_events(loop: RedLoop) -> int:
+    """Events open on the camera now. Read from another thread than the red loop's, which may change
+    them meanwhile: then read again."""
+    for _ in range(3):
+        try:
+            return len(loop.events.open_events())
+        except RuntimeError:  # "dictionary changed size during iteration"
+            continue
+    return 0
+
+
+def outbox_numbers(events: EventLog, journal: Journal) -> dict[str, int]:
+    """What waits and what was given up, as the MQTT stats and the dashboard show it: `depth` (MQTT
+    messages waiting, including `held`: those the event log could not take, kept in memory), `shed`
+    (messages given up to keep alerts: dropped outbox rows plus transitions shed from memory) and
+    `dropped` (the outbox rows alone)."""
+    held = journal.held_count
+    try:
+        depth, dropped = events.outbox_depth(), events.outbox_dropped()
+    except StoreError:
+        depth, dropped = 0, 0
+    return {"depth": depth + held, "held": held, "shed": dropped + journal.shed, "dropped": dropped}

@@ -34,6 +34,33 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
     return condition()
 
 
+class Receiver:
+    """A push receiver (a webhook endpoint) on a free port: answers 200 and keeps the JSON bodies it got."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        received = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                received.append(json.loads(self.rfile.read(length) or b"{}"))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class MjpegServer:
     """Serves JPEG frames as multipart/x-mixed-replace at `fps` until stopped (like an IP camera)."""
 

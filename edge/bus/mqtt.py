@@ -50,6 +50,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge.backoff import Backoff
 from edge.config.models import MqttConfig
 from edge.outbox import OFFLINE, ONLINE, MemoryQueue, Priority, Topics
+from edge.redact import redact
 from edge.store import EventLog, StoreError
 from edge.store.db import dumps
 
@@ -104,12 +105,12 @@ def parse_endpoint(cfg: MqttConfig) -> Endpoint:
         raise BusConfigError("no MQTT URL configured")
     parts = urlsplit(cfg.url)
     if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
-        raise BusConfigError(f"MQTT URL {masked_url(cfg.url)!r}: expected mqtt[s]://[user:pass@]host:port")
+        raise BusConfigError(f"MQTT URL {redact(cfg.url)!r}: expected mqtt[s]://[user:pass@]host:port")
     tls = parts.scheme in ("mqtts", "ssl")
     try:
         port = parts.port or (8883 if tls else 1883)
     except ValueError:
-        raise BusConfigError(f"MQTT URL {masked_url(cfg.url)!r}: bad port") from None
+        raise BusConfigError(f"MQTT URL {redact(cfg.url)!r}: bad port") from None
     username = cfg.username or (unquote(parts.username) if parts.username else None)
     password = cfg.password.get_secret_value() if cfg.password else None
     password = password or (unquote(parts.password) if parts.password else None)
@@ -120,14 +121,6 @@ def parse_endpoint(cfg: MqttConfig) -> Endpoint:
             why = exc.strerror or exc
             raise BusConfigError(f"cannot read MQTT password_file {cfg.password_file}: {why}") from None
     return Endpoint(parts.hostname, port, tls, username, password)
-
-
-def masked_url(url: str) -> str:
-    """The URL with its password replaced by *** (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url
 
 
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext:

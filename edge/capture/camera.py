@@ -60,10 +60,41 @@ class CaptureStats:
     """Undecodable frames the source skipped."""
     reconnects: int = 0
     """Re-open attempts after a failure."""
+    capped: int = 0
+    """Frames left out on purpose to keep to the camera's `fps` cap (not a sign of overload)."""
     online: bool = False
+    reason: str = "connecting"
+    """Why the camera is online or offline now, in words ('connected', 'end of file', the error)."""
     last_error: str | None = None
     fps: float = 0.0
     """Measured hand-over rate over the last FPS_WINDOW frames."""
+
+
+class FpsCap:
+    """Keeps a stream to at most `fps` frames a second of stream time (pts), by leaving frames out.
+
+    By stream time, not the wall clock: a paced file still plays at its own speed and an offline scan
+    keeps the same frames on every run. Due times advance by whole intervals, so 25 fps capped at 10
+    keeps an even 10 a second, not every third frame (8.3)."""
+
+    SLACK_S = 1e-3
+    """Timestamps are rounded: a frame this early still counts as on time."""
+
+    def __init__(self, fps: float | None) -> None:
+        self.interval = 1.0 / fps if fps else 0.0
+        self._due: float | None = None
+
+    def keep(self, pts: float) -> bool:
+        if not self.interval:
+            return True
+        due = self._due
+        if due is not None and pts + self.SLACK_S < due:
+            if pts + self.SLACK_S >= due - self.interval:
+                return False  # too soon after the last frame kept
+            due = None  # earlier than the last frame kept: the clock started over
+        following = (due if due is not None else pts) + self.interval
+        self._due = following if following > pts else pts + self.interval  # after a gap: from now
+        return True
 
 
 class Camera:
@@ -194,6 +225,7 @@ class Camera:
             paced = not source.is_live and self.cfg.realtime
             index_base, pts_base = self._continuation()
             anchor: tuple[float, float] | None = None
+            cap = FpsCap(self.cfg.fps)
             while not self._stop.is_set():
                 started = time.monotonic()
                 item = source.read()
@@ -205,6 +237,10 @@ class Camera:
                         raise SourceError(f"stream {source.name} ended")
                     return True
                 index, pts, image = item
+                if not cap.keep(pts):
+                    with self._cond:
+                        self._stats.capped += 1
+                    continue
                 if paced:
                     anchor = self._pace(anchor, pts)
                 frame = Frame(
@@ -275,6 +311,7 @@ class Camera:
         with self._cond:
             changed = self._online is not online
             self._online = self._stats.online = online
+            self._stats.reason = reason
             if not online:
                 self._arrivals.clear()
                 if error:

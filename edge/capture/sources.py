@@ -24,6 +24,7 @@ import os
 import re
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,8 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2
 import numpy as np
 from PIL import Image, ImageSequence
+
+from edge.redact import redact
 
 log = logging.getLogger("edge.capture")
 
@@ -195,9 +198,43 @@ def open_source(spec: str, *, loop: bool = False) -> FrameSource:
     )
 
 
-def redact(spec: str) -> str:
-    """The spec with a URL password masked, so messages and logs never carry camera credentials."""
-    return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", spec)
+CaptureError = SourceError
+"""The name the admin page's "test connection" knows it by: the same one-line error as a source's."""
+
+
+def grab_frame(source: str, timeout_s: float = 10) -> np.ndarray:
+    """One decoded frame (BGR) of `source`, or a CaptureError saying exactly why not: no such file,
+    not a video, connection refused, unknown host, no frame in time.
+
+    Never blocks past `timeout_s`: FFmpeg can hang in an open or a read (a camera that accepts the
+    connection and then says nothing), so the source is opened and read on a worker thread, and on
+    time-out that thread is left to finish (it closes what it opened) while the caller gets the error.
+    """
+    done = threading.Event()
+    result: list[np.ndarray | BaseException] = []
+
+    def grab() -> None:
+        try:
+            src = open_source(source)
+            try:
+                item = src.read()
+            finally:
+                src.close()
+            result.append(item[2] if item is not None else SourceError(f"no frame from {redact(source)}"))
+        except BaseException as exc:  # handed to the caller, who raises it as a CaptureError
+            result.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=grab, name="grab-frame", daemon=True).start()
+    if not done.wait(timeout_s):
+        raise CaptureError(f"no frame from {redact(source)} within {timeout_s:g} s")
+    found = result[0]
+    if isinstance(found, SourceError):
+        raise found
+    if isinstance(found, BaseException):
+        raise CaptureError(f"cannot read {redact(source)}: {type(found).__name__}: {found}") from found
+    return found
 
 
 class _Clock:

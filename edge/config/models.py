@@ -243,6 +243,9 @@ class CameraConfig(Strict):
     alerts: bool = True
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
+    fps: float | None = Field(None, gt=0)
+    """At most this many frames a second reach the red loop: the capture thread drops the others (a
+    file still plays at its own speed). None: every frame the source delivers."""
     zones: dict[str, list[tuple[float, float]]] = Field(default_factory=dict)
     """Named zones of this camera's picture (polygons, relative 0-1): instructions name them ("the
     loading dock"), rules copy their polygon."""
@@ -560,8 +563,48 @@ PushChannelConfig = Annotated[
 """A push channel: a union discriminated by `type` (webhook | ntfy)."""
 
 
+def host_port(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (an IPv6 host in brackets: `[::1]:8080`) as (host, port); ValueError in one line."""
+    host, sep, port = value.strip().rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT (e.g. 0.0.0.0:8080)")
+    return host, int(port)
+
+
 class AdminConfig(Strict):
-    listen: str = "127.0.0.1:8080"
+    """The admin web page (edge.admin), served by the appliance itself."""
+
+    listen: str | None = None
+    """"HOST:PORT"; None: no admin page (edge run --admin sets it)."""
+    tls: bool = False
+    """Serve https with a self-signed certificate made on first start."""
+    cert: str | None = None
+    """Or your own certificate and key files (PEM)."""
+    key: str | None = None
+    session_hours: float = 12
+    login_lockout_after: int = 10
+    """Wrong passwords from one address/user within the window..."""
+    login_lockout_s: float = 300
+    """...lock logins from it for this long."""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v is not None:
+            host_port(v)
+        return v
+
+    @field_validator("cert", "key")
+    @classmethod
+    def _files(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _absolute(v, info)
+
+    @model_validator(mode="after")
+    def _pair(self) -> AdminConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together")
+        return self
 
 
 class BlueLoopConfig(Strict):

@@ -15,6 +15,7 @@ from datetime import datetime
 from datetime import time as dtime
 from typing import Any, Literal
 
+from edge.config.models import RuleConfig
 from edge.instructions.vocabulary import UNITS_S, find_labels, number, words
 
 Kind = Literal["rule", "question", "memory", "control", "delegate", "unknown"]
@@ -70,6 +71,13 @@ class Decision:
             "rule": self.rule,
             "task": self.task,
         }
+
+    def rule_config(self) -> RuleConfig:
+        """The rule of a `rule` decision as the RuleConfig it becomes (keys the parser left None take
+        their defaults); pydantic's ValidationError when it is not a valid rule."""
+        if self.rule is None:
+            raise ValueError(f"a {self.kind} decision has no rule")
+        return RuleConfig.model_validate({k: v for k, v in self.rule.items() if v is not None})
 
 
 # -- patterns ---------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from edge.config.models import RuleConfig
 from edge.control import Control, ControlError
 from edge.instructions.parse import HELP, Context, Decision, parse, rule_words
 from edge.live import LiveView
@@ -111,8 +110,8 @@ class Router:
     def _work(self, ask_id: str, text: str, d: Decision, job_id: str | None) -> tuple[str | None, str, Any]:
         if d.kind == "rule":
             assert d.rule is not None
-            cfg = RuleConfig.model_validate({k: v for k, v in d.rule.items() if v is not None})
-            self.control.add_rule(cfg, "instruction")
+            cfg = d.rule_config()
+            self.control.add_rule(cfg, "instruction", by="instruction")
             return "answer", rule_words(d.rule), {"rule": cfg.model_dump(mode="json")}
         if d.kind == "question":
             return self._question(d)

@@ -1,5 +1,9 @@
 """The event log: events, appearances, alerts, snapshots and the MQTT outbox in one SQLite file.
 
+It also keeps what the admin page needs to survive a restart: the cameras added on the page (their
+whole config), acknowledgements of events, the page's users and API tokens (hashes only) and the
+audit log of every change (pruned by age with the rest).
+
 One `EventLog` is shared by every thread of the appliance (a writer per camera, the MQTT publisher
 draining the outbox, the CLI and admin page reading). Each call opens a short session; writes also
 take an in-process lock, because handing the SQLite write lock over through a Python lock is
@@ -33,7 +37,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import numpy as np
-from sqlalchemy import Insert, Table, and_, func, insert, select, update
+from sqlalchemy import Insert, Table, and_, func, insert, or_, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -47,8 +51,11 @@ from edge.store.models import (
     JOB_OPEN,
     JOB_STATUSES,
     MQTT,
+    ROLES,
     Alert,
+    ApiToken,
     Appearance,
+    Audit,
     Camera,
     Event,
     Instruction,
@@ -56,6 +63,7 @@ from edge.store.models import (
     Outbox,
     Rule,
     Snapshot,
+    User,
     push_channel,
     undelivered,
 )
@@ -76,6 +84,8 @@ WAL_PAGES = 1000
 WAL_PAGES_ON_RESERVE = 32
 """wal_autocheckpoint while the disk is full and alerts live on the reserve."""
 _WAL_PAGES_KEY = "reflex_wal_autocheckpoint"
+TOUCH_EVERY_S = 60.0
+"""A token's `last_used_at` is rewritten at most this often: not one write per API request."""
 
 AppearanceRow = tuple[str | None, str, str, int | None, float, float, Box]
 """(event_id, camera, label, track_id, at, score, box)."""
@@ -89,6 +99,12 @@ OUTBOX = cast(Table, Outbox.__table__)
 SNAPSHOTS = cast(Table, Snapshot.__table__)
 INSTRUCTIONS = cast(Table, Instruction.__table__)
 JOBS = cast(Table, Job.__table__)
+USERS = cast(Table, User.__table__)
+TOKENS = cast(Table, ApiToken.__table__)
+AUDIT = cast(Table, Audit.__table__)
+
+EVENT_STATES = ("open", "ended", "acked", "unacked")
+"""What `events(state=...)` filters by: still going on, over, acknowledged, not acknowledged yet."""
 
 
 def _upsert(table: Table, keep: tuple[str, ...] = (), coalesce: tuple[str, ...] = ()) -> Insert:
@@ -108,9 +124,11 @@ def _upsert(table: Table, keep: tuple[str, ...] = (), coalesce: tuple[str, ...] 
     return stmt.on_conflict_do_update(index_elements=pk, set_=sets)
 
 
-_CAMERA_UPSERT = _upsert(CAMERAS, keep=("created_at", "detect", "alerts"))
+_CAMERA_UPSERT = _upsert(CAMERAS, keep=("created_at", "detect", "alerts", "origin", "config", "removed_at"))
 _RULE_UPSERT = _upsert(RULES)
-_EVENT_UPSERT = _upsert(EVENTS, keep=("camera", "started_at"), coalesce=("ended_at", "snapshot"))
+_EVENT_UPSERT = _upsert(
+    EVENTS, keep=("camera", "started_at", "acked_at", "acked_by"), coalesce=("ended_at", "snapshot")
+)
 _ALERT_UPSERT = _upsert(ALERTS, keep=("event_id",), coalesce=("snapshot",))
 _OUTBOX_INSERT = insert(OUTBOX)
 
@@ -357,6 +375,46 @@ class EventLog:
         with self._read("cannot read stored rules") as s:
             rows = list(s.execute(stmt))
         return [(RuleConfig.model_validate(config), origin) for config, origin in rows]
+
+    @_spends_reserve
+    def save_camera(self, name: str, cfg: dict[str, Any], origin: str = "admin") -> None:
+        """Store a camera added (or changed) at runtime with its whole config (CameraConfig as JSON),
+        so it is started again after a restart. Its stored switches stay as they were, except for a
+        camera that is new or was removed: that one starts with the config's `detect` and `alerts`."""
+        if origin == "config":
+            raise StoreError(f"camera {name!r}: config cameras are recorded with ensure_camera")
+        now = time.time()
+        values = {"source": str(cfg.get("source", "")), "origin": origin, "config": cfg, "removed_at": None}
+        fresh = {"detect": bool(cfg.get("detect", True)), "alerts": bool(cfg.get("alerts", True))}
+        with self._write(f"cannot store camera {name!r}") as s:
+            removed = s.execute(select(CAMERAS.c.removed_at).where(CAMERAS.c.name == name)).first()
+            if removed is None:
+                s.execute(insert(CAMERAS), {"name": name, "created_at": now, **values, **fresh})
+            else:
+                again = fresh if removed.removed_at is not None else {}
+                s.execute(update(CAMERAS).where(CAMERAS.c.name == name).values(**values, **again))
+
+    def remove_camera(self, name: str) -> None:
+        """Mark a runtime camera removed (not started again); the row stays for its old events."""
+        stmt = (
+            update(CAMERAS)
+            .where(CAMERAS.c.name == name, CAMERAS.c.origin != "config")
+            .values(removed_at=time.time())
+        )
+        with self._write(f"cannot remove camera {name!r}") as s:
+            s.execute(stmt)
+
+    def stored_cameras(self) -> list[tuple[str, dict[str, Any]]]:
+        """The runtime cameras (added on the admin page) not removed, oldest first: (name, config)."""
+        stmt = (
+            select(CAMERAS.c.name, CAMERAS.c.config)
+            .where(
+                CAMERAS.c.origin != "config", CAMERAS.c.removed_at.is_(None), CAMERAS.c.config.is_not(None)
+            )
+            .order_by(CAMERAS.c.created_at, CAMERAS.c.name)
+        )
+        with self._read("cannot read stored cameras") as s:
+            return [(name, dict(config)) for name, config in s.execute(stmt)]
 
     @staticmethod
     def _event_row(ev: EventRecord, ended_at: float | None) -> dict:
@@ -651,8 +709,12 @@ class EventLog:
         camera: str | None = None,
         label: str | None = None,
         since: float | None = None,
+        until: float | None = None,
+        state: str | None = None,
     ) -> list[dict]:
-        """Events started at or after `since`, newest first, as JSON-ready dicts."""
+        """Events started at or after `since` and before `until`, newest first, as JSON-ready dicts.
+        `state` (EVENT_STATES): 'open' (not ended), 'ended', 'acked' or 'unacked'; an unknown one is a
+        ValueError (the caller passed what a person typed)."""
         stmt = select(EVENTS).order_by(EVENTS.c.started_at.desc(), EVENTS.c.id.desc()).limit(limit)
         if camera is not None:
             stmt = stmt.where(EVENTS.c.camera == camera)
@@ -660,8 +722,51 @@ class EventLog:
             stmt = stmt.where(EVENTS.c.label == label)
         if since is not None:
             stmt = stmt.where(EVENTS.c.started_at >= since)
+        if until is not None:
+            stmt = stmt.where(EVENTS.c.started_at < until)
+        if state is not None:
+            filters = {
+                "open": EVENTS.c.ended_at.is_(None),
+                "ended": EVENTS.c.ended_at.is_not(None),
+                "acked": EVENTS.c.acked_at.is_not(None),
+                "unacked": EVENTS.c.acked_at.is_(None),
+            }
+            if state not in filters:
+                raise ValueError(f"unknown event state {state!r} (expected one of {', '.join(EVENT_STATES)})")
+            stmt = stmt.where(filters[state])
         with self._read("cannot read events") as s:
             return [dict(row._mapping) for row in s.execute(stmt)]
+
+    def event(self, event_id: str) -> dict | None:
+        """One event with its `alerts` (oldest first) and `job`: the newest blue-loop job about it (a
+        verification of its alert: status, result text and data, the HTML report's path), or None."""
+        about = func.json_extract(JOBS.c.context, "$.alert.event_id")
+        with self._read(f"cannot read event {event_id}") as s:
+            row = s.execute(select(EVENTS).where(EVENTS.c.id == event_id)).first()
+            if row is None:
+                return None
+            alerts = s.execute(
+                select(ALERTS).where(ALERTS.c.event_id == event_id).order_by(ALERTS.c.at, ALERTS.c.id)
+            )
+            job = s.execute(
+                select(JOBS).where(about == event_id).order_by(JOBS.c.created_at.desc()).limit(1)
+            ).first()
+            return {
+                **row._mapping,
+                "alerts": [dict(a._mapping) for a in alerts],
+                "job": dict(job._mapping) if job is not None else None,
+            }
+
+    def ack_event(self, event_id: str, by: str) -> bool:
+        """Acknowledge an event (once: the first acknowledgement stays); False when there is no such
+        event or it was acknowledged already."""
+        stmt = (
+            update(EVENTS)
+            .where(EVENTS.c.id == event_id, EVENTS.c.acked_at.is_(None))
+            .values(acked_at=time.time(), acked_by=by)
+        )
+        with self._write(f"cannot acknowledge event {event_id}") as s:
+            return s.execute(stmt).rowcount == 1
 
     def open_events(self) -> list[EventRecord]:
         """Events with no end, oldest first. At start-up these were left open by a crash or power cut."""
@@ -824,6 +929,13 @@ class EventLog:
             self._enqueue(s, "blue_request", request.topic, request.payload, job_id)
         return True
 
+    def last_worker_answer(self) -> float | None:
+        """When a blue-loop worker last answered a job (a result or its error), None if never: the
+        appliance cannot see the workers themselves, only what comes back from them."""
+        stmt = select(func.max(JOBS.c.finished_at)).where(JOBS.c.worker_ms.is_not(None))
+        with self._read("cannot read the jobs") as s:
+            return s.scalar(stmt)
+
     def open_jobs(self) -> list[dict]:
         """Jobs waiting for a result, oldest first, as dicts, each with `delivered_at`: when the
         broker acknowledged its latest request (None: not yet, or no request queued)."""
@@ -915,38 +1027,168 @@ class EventLog:
         whose payload id is the instruction's id, in order: kind, text, job_id, data, queued_at,
         delivered_at) and its `jobs` (as stored)."""
         stmt = select(INSTRUCTIONS).order_by(INSTRUCTIONS.c.received_at.desc()).limit(limit)
-        ask_id = func.json_extract(OUTBOX.c.payload, "$.id")
         with self._read("cannot read the instructions") as s:
-            asks = [dict(row._mapping) for row in s.execute(stmt)]
-            if not asks:
-                return []
-            by_id = {a["id"]: {**a, "answers": [], "jobs": []} for a in asks}
-            ids = list(by_id)
-            since = min(a["received_at"] for a in asks) - 1.0  # answers come after their ask
-            for start in range(0, len(ids), retention.CHUNK):
-                chunk = ids[start : start + retention.CHUNK]
-                cols = (ask_id.label("ask_id"), OUTBOX.c.payload, OUTBOX.c.created_at, OUTBOX.c.delivered_at)
-                answers = (
-                    select(*cols)
-                    .where(OUTBOX.c.kind == "answer", OUTBOX.c.created_at >= since, ask_id.in_(chunk))
-                    .order_by(OUTBOX.c.id)
+            return self._with_answers(s, [dict(row._mapping) for row in s.execute(stmt)])
+
+    def ask(self, ask_id: str) -> dict | None:
+        """One instruction as an item of `asks()` (with its answers and jobs), or None."""
+        stmt = select(INSTRUCTIONS).where(INSTRUCTIONS.c.id == ask_id)
+        with self._read(f"cannot read instruction {ask_id!r}") as s:
+            found = self._with_answers(s, [dict(row._mapping) for row in s.execute(stmt)])
+        return found[0] if found else None
+
+    @staticmethod
+    def _with_answers(s: Session, asks: list[dict]) -> list[dict]:
+        """The instructions, in the order given, each with its `answers` and `jobs`."""
+        if not asks:
+            return []
+        ask_id = func.json_extract(OUTBOX.c.payload, "$.id")
+        by_id = {a["id"]: {**a, "answers": [], "jobs": []} for a in asks}
+        ids = list(by_id)
+        since = min(a["received_at"] for a in asks) - 1.0  # answers come after their ask
+        for start in range(0, len(ids), retention.CHUNK):
+            chunk = ids[start : start + retention.CHUNK]
+            cols = (ask_id.label("ask_id"), OUTBOX.c.payload, OUTBOX.c.created_at, OUTBOX.c.delivered_at)
+            answers = (
+                select(*cols)
+                .where(OUTBOX.c.kind == "answer", OUTBOX.c.created_at >= since, ask_id.in_(chunk))
+                .order_by(OUTBOX.c.id)
+            )
+            for row in s.execute(answers):
+                payload = json.loads(row.payload)
+                by_id[row.ask_id]["answers"].append(
+                    {
+                        "kind": payload.get("kind"),
+                        "text": payload.get("text"),
+                        "job_id": payload.get("job_id"),
+                        "data": payload.get("data"),
+                        "queued_at": row.created_at,
+                        "delivered_at": row.delivered_at,
+                    }
                 )
-                for row in s.execute(answers):
-                    payload = json.loads(row.payload)
-                    by_id[row.ask_id]["answers"].append(
-                        {
-                            "kind": payload.get("kind"),
-                            "text": payload.get("text"),
-                            "job_id": payload.get("job_id"),
-                            "data": payload.get("data"),
-                            "queued_at": row.created_at,
-                            "delivered_at": row.delivered_at,
-                        }
-                    )
-                jobs = select(JOBS).where(JOBS.c.ask_id.in_(chunk)).order_by(JOBS.c.created_at)
-                for row in s.execute(jobs):
-                    by_id[row.ask_id]["jobs"].append(dict(row._mapping))
+            jobs = select(JOBS).where(JOBS.c.ask_id.in_(chunk)).order_by(JOBS.c.created_at)
+            for row in s.execute(jobs):
+                by_id[row.ask_id]["jobs"].append(dict(row._mapping))
         return list(by_id.values())
+
+    # -- admin page: users, API tokens, the audit log -----------------------------------------------
+
+    def add_user(self, name: str, password_hash: str, role: str) -> bool:
+        """A new account; False when the name is taken (nothing changes then)."""
+        self._check_role(role)
+        now = time.time()
+        row = {"name": name, "password_hash": password_hash, "role": role, "created_at": now,
+               "password_changed_at": now}  # fmt: skip
+        stmt = sqlite_insert(USERS).values(row).on_conflict_do_nothing(index_elements=["name"])
+        with self._write(f"cannot add user {name!r}") as s:
+            return s.execute(stmt).rowcount == 1
+
+    def user(self, name: str) -> dict | None:
+        """One account, with its password hash (for checking a login), or None."""
+        with self._read(f"cannot read user {name!r}") as s:
+            row = s.execute(select(USERS).where(USERS.c.name == name)).first()
+        return dict(row._mapping) if row is not None else None
+
+    def users(self) -> list[dict]:
+        """Every account, by name, without password hashes."""
+        cols = [c for c in USERS.c if c.name != "password_hash"]
+        with self._read("cannot read users") as s:
+            return [dict(row._mapping) for row in s.execute(select(*cols).order_by(USERS.c.name))]
+
+    def user_count(self) -> int:
+        with self._read("cannot read users") as s:
+            return int(s.scalar(select(func.count()).select_from(USERS)) or 0)
+
+    def set_password(self, name: str, password_hash: str) -> bool:
+        """False when there is no such user."""
+        values = {"password_hash": password_hash, "password_changed_at": time.time()}
+        with self._write(f"cannot change the password of {name!r}") as s:
+            return s.execute(update(USERS).where(USERS.c.name == name).values(values)).rowcount == 1
+
+    def set_role(self, name: str, role: str) -> bool:
+        """False when there is no such user."""
+        self._check_role(role)
+        with self._write(f"cannot change the role of {name!r}") as s:
+            return s.execute(update(USERS).where(USERS.c.name == name).values(role=role)).rowcount == 1
+
+    def remove_user(self, name: str) -> bool:
+        """Delete an account and revoke its tokens, in one commit; False when there is no such user."""
+        with self._write(f"cannot remove user {name!r}") as s:
+            s.execute(
+                update(TOKENS)
+                .where(TOKENS.c.user == name, TOKENS.c.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
+            return s.execute(USERS.delete().where(USERS.c.name == name)).rowcount == 1
+
+    @staticmethod
+    def _check_role(role: str) -> None:
+        if role not in ROLES:
+            raise StoreError(f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
+
+    def add_token(self, token_id: str, name: str, user: str, token_hash: str) -> None:
+        """Store a new API token by its hash (sha256 hex of the token, which is not kept)."""
+        row = {
+            "id": token_id,
+            "name": name,
+            "user": user,
+            "token_hash": token_hash,
+            "created_at": time.time(),
+        }
+        with self._write(f"cannot store token {name!r}") as s:
+            s.execute(insert(TOKENS), row)
+
+    def token_by_hash(self, token_hash: str) -> dict | None:
+        """The unrevoked token of an existing user with this hash (without the hash), with its user's
+        `role`; None otherwise."""
+        cols = [c for c in TOKENS.c if c.name != "token_hash"]
+        stmt = (
+            select(*cols, USERS.c.role)
+            .join(USERS, USERS.c.name == TOKENS.c.user)
+            .where(TOKENS.c.token_hash == token_hash, TOKENS.c.revoked_at.is_(None))
+        )
+        with self._read("cannot read tokens") as s:
+            row = s.execute(stmt).first()
+        return dict(row._mapping) if row is not None else None
+
+    def tokens(self) -> list[dict]:
+        """The tokens not revoked, oldest first, without their hashes: id, name, user, created_at,
+        last_used_at, revoked_at."""
+        cols = [c for c in TOKENS.c if c.name != "token_hash"]
+        stmt = select(*cols).where(TOKENS.c.revoked_at.is_(None)).order_by(TOKENS.c.created_at)
+        with self._read("cannot read tokens") as s:
+            return [dict(row._mapping) for row in s.execute(stmt)]
+
+    def revoke_token(self, token_id: str) -> bool:
+        """False when there is no such token or it was revoked already."""
+        stmt = (
+            update(TOKENS)
+            .where(TOKENS.c.id == token_id, TOKENS.c.revoked_at.is_(None))
+            .values(revoked_at=time.time())
+        )
+        with self._write(f"cannot revoke token {token_id!r}") as s:
+            return s.execute(stmt).rowcount == 1
+
+    def touch_token(self, token_id: str) -> None:
+        """Note that the token was just used (shown in the token list)."""
+        now = time.time()
+        stale = or_(TOKENS.c.last_used_at.is_(None), TOKENS.c.last_used_at < now - TOUCH_EVERY_S)
+        stmt = update(TOKENS).where(TOKENS.c.id == token_id, stale).values(last_used_at=now)
+        with self._write(f"cannot note the use of token {token_id!r}") as s:
+            s.execute(stmt)
+
+    @_spends_reserve
+    def audit(self, who: str, action: str, detail: dict[str, Any], remote: str | None) -> None:
+        """One row of the audit log: who did what (action + detail), now, from where."""
+        row = {"at": time.time(), "who": who, "action": action, "detail": detail, "remote": remote}
+        with self._write(f"cannot write the audit log ({action} by {who})") as s:
+            s.execute(insert(AUDIT), row)
+
+    def audit_log(self, limit: int = 200) -> list[dict]:
+        """The latest changes, newest first: at, who, action, detail, remote."""
+        stmt = select(AUDIT.c.at, AUDIT.c.who, AUDIT.c.action, AUDIT.c.detail, AUDIT.c.remote)
+        with self._read("cannot read the audit log") as s:
+            return [dict(row._mapping) for row in s.execute(stmt.order_by(AUDIT.c.id.desc()).limit(limit))]
 
     # -- retention ------------------------------------------------------------------------------
 
@@ -1012,6 +1254,7 @@ class EventLog:
         with self._write("retention by age failed") as s:
             report.undelivered_kept = retention.count_old_undelivered(s, cutoff)
             retention.prune_outbox(s, cutoff)
+            s.execute(AUDIT.delete().where(AUDIT.c.at < cutoff))
         while True:
             with self._write("retention by age failed") as s:
                 ids = retention.expired_events(s, cutoff, DELETE_BATCH)

@@ -28,7 +28,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 from edge.store.db import WRITE_OPTION, StoreError
-from edge.store.models import Base, Instruction, Job
+from edge.store.models import ApiToken, Audit, Base, Instruction, Job, User
 
 Step = Callable[[Connection], None]
 
@@ -69,11 +69,31 @@ def _v4_jobs(conn: Connection) -> None:
     Job.__table__.create(conn, checkfirst=True)
 
 
+def _add_column(conn: Connection, table: str, column: str, ddl: str) -> None:
+    """ALTER TABLE ... ADD COLUMN, unless the column is there already: like `create(checkfirst=True)`
+    for tables, a step stays safe on a file an earlier step (creating the current tables) shaped."""
+    if column not in [row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({table})")]:
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
+
+
+def _v5_admin_page(conn: Connection) -> None:
+    """The admin page: its accounts, API tokens and audit log; events can be acknowledged; cameras
+    added on the page live in the cameras table (their whole config, origin, soft removal)."""
+    for table in (User.__table__, ApiToken.__table__, Audit.__table__):
+        table.create(conn, checkfirst=True)
+    _add_column(conn, "events", "acked_at", "FLOAT")
+    _add_column(conn, "events", "acked_by", "VARCHAR")
+    _add_column(conn, "cameras", "origin", "VARCHAR NOT NULL DEFAULT 'config'")
+    _add_column(conn, "cameras", "config", "JSON")
+    _add_column(conn, "cameras", "removed_at", "FLOAT")
+
+
 STEPS: list[tuple[int, Step]] = [
     (1, _v1_create_schema),
     (2, _v2_outbox_channel),
     (3, _v3_priorities_and_rule_origin),
     (4, _v4_jobs),
+    (5, _v5_admin_page),
 ]
 LATEST = STEPS[-1][0]
 

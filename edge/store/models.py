@@ -39,6 +39,13 @@ class Camera(Base):
     created_at: Mapped[float] = mapped_column(Float)
     detect: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("1"))
     alerts: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("1"))
+    origin: Mapped[str] = mapped_column(String, default="config", server_default=text("'config'"))
+    """'config' (the YAML file or a flag: only recorded here) or 'admin' (added on the admin page:
+    this row is its home, and it is started from here after a restart)."""
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """An admin camera's whole CameraConfig (JSON); None for config cameras."""
+    removed_at: Mapped[float | None] = mapped_column(Float)
+    """Set when an admin camera is removed; the row stays, so its old events keep their camera."""
 
 
 class Rule(Base):
@@ -83,6 +90,10 @@ class Event(Base):
     snapshot: Mapped[str | None] = mapped_column(String)
     """Path relative to the snapshot folder."""
     updated_at: Mapped[float] = mapped_column(Float)
+    acked_at: Mapped[float | None] = mapped_column(Float)
+    """When someone acknowledged the event (admin page); None: not yet."""
+    acked_by: Mapped[str | None] = mapped_column(String)
+    """Who did ('admin:alice', 'token:ci-script')."""
 
 
 class Appearance(Base):
@@ -266,3 +277,54 @@ class Job(Base):
     html_bytes: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     """Why it failed or timed out, in words."""
+
+
+ROLES = ("admin", "viewer")
+"""Admin page roles: `admin` may change everything, `viewer` only reads."""
+
+
+class User(Base):
+    """An admin page account. Only an argon2 hash of the password is kept."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String)
+    role: Mapped[str] = mapped_column(String)
+    """'admin' or 'viewer' (ROLES)."""
+    created_at: Mapped[float] = mapped_column(Float)
+    password_changed_at: Mapped[float] = mapped_column(Float)
+
+
+class ApiToken(Base):
+    """A bearer token for scripts, acting as its user. Kept as the sha256 of the token only: the token
+    itself is shown once, when it is made."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (Index("ix_api_tokens_hash", "token_hash", unique=True),)
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    user: Mapped[str] = mapped_column(String)
+    token_hash: Mapped[str] = mapped_column(String)
+    created_at: Mapped[float] = mapped_column(Float)
+    last_used_at: Mapped[float | None] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float)
+
+
+class Audit(Base):
+    """Who changed what, when, from where: every change made through the control surface or the admin
+    page's accounts. The id is the order of the changes."""
+
+    __tablename__ = "audit"
+    __table_args__ = (Index("ix_audit_at", "at"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float)
+    who: Mapped[str] = mapped_column(String)
+    """'admin:alice', 'token:ci-script', 'mqtt', 'instruction', ..."""
+    action: Mapped[str] = mapped_column(String)
+    """'camera.add', 'rule.remove', 'event.ack', 'user_add', ..."""
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    remote: Mapped[str | None] = mapped_column(String)
+    """The address the change came from (None: not over the network, or not known)."""

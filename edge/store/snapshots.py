@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import time
 from pathlib import Path
 
@@ -78,12 +79,15 @@ def render_jpeg(image: np.ndarray, box: Box | None, label: str, score: float) ->
     return buf.tobytes()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a fsynced temporary file and a rename (all or nothing)."""
+def write_atomic(path: Path, data: bytes, mode: int = 0o666) -> None:
+    """Write `data` to `path` via a fsynced temporary file and a rename (all or nothing). `mode`: the
+    file's permissions (less the umask) from the moment it exists, e.g. 0o600 for a secret; the
+    temporary file has a name of its own and is created new (never an existing file or link)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        with open(tmp, "wb") as fh:
+        with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
