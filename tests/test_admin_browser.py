@@ -454,6 +454,17 @@ def test_the_admin_adds_a_camera_draws_a_zone_and_a_person_walking_there_becomes
         expect(page.locator("#events-new")).to_be_visible(timeout=60_000)
         page.locator("#events-new a").click()
         expect(page.locator("tr[data-event]").first).to_contain_text("person")
+
+        # The dashboard's Alerts button mutes the camera's alerts and unmutes them (the switch MQTT has).
+        page.goto("/")
+        button = page.locator(f'#camera-{CAMERA} button.switch-toggle[data-switch="alerts"]')
+        expect(button).to_have_text("Alerts: on")
+        button.click()
+        expect(button).to_have_text("Alerts: off")
+        assert admin.request.get("/api/status").json()["cameras"][CAMERA]["alerts"] is False
+        button.click()
+        expect(button).to_have_text("Alerts: on")
+        assert admin.request.get("/api/status").json()["cameras"][CAMERA]["alerts"] is True
     finally:
         page.close()
         sub.close()

@@ -231,6 +231,28 @@ def test_the_dashboard_shows_each_camera_and_the_status_numbers(rig: Rig, admin:
     assert status["cameras"][CAMERA]["online"] is True
 
 
+def test_the_dashboard_pauses_and_resumes_a_cameras_detection(rig: Rig, admin: httpx.Client) -> None:
+    """The Detection / Alerts buttons flip the camera's switches through the control surface (stored,
+    audited, the red loop itself paused), and the card shows what the appliance now does."""
+    assert 'class="secondary switch-toggle" data-switch="detect"' in admin.get("/").text
+    url = f"/api/cameras/{CAMERA}/switches/detect"
+    try:
+        paused = api(admin, "PUT", url, {"on": False})
+        assert paused.status_code == 200
+        assert paused.json() == {"camera": CAMERA, "switch": "detect", "on": False}
+        assert rig.loop.detect_enabled is False and rig.events.switches()[CAMERA]["detect"] is False
+        assert admin.get("/api/status").json()["cameras"][CAMERA]["detect"] is False
+        assert 'data-switch="detect"\n            aria-pressed="false">Detection: off' in admin.get("/").text
+        assert rig.events.audit_log()[0]["action"] == "switch"
+        assert rig.events.audit_log()[0]["who"] == f"user:{ADMIN}"
+        assert api(admin, "PUT", url, {"on": "no"}).status_code == 400
+        assert api(admin, "PUT", f"/api/cameras/{CAMERA}/switches/lights", {"on": True}).status_code == 400
+        assert api(admin, "PUT", "/api/cameras/attic/switches/detect", {"on": True}).status_code == 404
+    finally:
+        assert api(admin, "PUT", url, {"on": True}).json()["on"] is True
+    assert rig.loop.detect_enabled is True
+
+
 # -- cameras -----------------------------------------------------------------------------------------
 
 

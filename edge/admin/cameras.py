@@ -218,6 +218,22 @@ def api_delete(name: str) -> ResponseReturnValue:
     return jsonify({"ok": True})
 
 
+@bp.put("/api/cameras/<name>/switches/<switch>")
+@login_required_any
+@admin_required
+def api_switch(name: str, switch: str) -> ResponseReturnValue:
+    """Pause or resume a camera's detection or alerts (the same switch as MQTT's …/detect/set);
+    `{"on": true|false}`."""
+    on = json_body().get("on")
+    if not isinstance(on, bool):
+        return json_error('expected {"on": true} or {"on": false}')
+    try:
+        current_services().control.set_switch(name, switch, on, by=actor(), remote=remote_addr())
+    except ControlError as exc:
+        return json_error(str(exc), 404 if "unknown camera" in str(exc) else 400)
+    return jsonify({"camera": name, "switch": switch, "on": on})
+
+
 @bp.post("/api/cameras/test")
 @login_required_any
 @admin_required

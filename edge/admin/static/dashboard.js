@@ -90,7 +90,36 @@
     r.setText(card.querySelector(".active"), cam.active_events || 0);
     r.setText(card.querySelector(".switches"),
       (cam.detect ? "on" : "off") + " / " + (cam.alerts ? "on" : "off"));
+    card.querySelectorAll("button.switch-toggle").forEach(function (button) {
+      showSwitch(button, !!cam[button.getAttribute("data-switch")]);
+    });
   }
+
+  var SWITCH_LABELS = { detect: "Detection", alerts: "Alerts" };
+
+  function showSwitch(button, on) {
+    button.setAttribute("aria-pressed", on ? "true" : "false");
+    r.setText(button, SWITCH_LABELS[button.getAttribute("data-switch")] + ": " + (on ? "on" : "off"));
+  }
+
+  // Detection and alerts switches (admins only: the buttons are not rendered for a viewer). The
+  // change goes through the control surface like MQTT's …/detect/set; the card shows what it answered.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest ? event.target.closest("button.switch-toggle") : null;
+    if (!button) { return; }
+    var card = button.closest(".camera-card");
+    var error = card.querySelector(".switch-error");
+    var want = button.getAttribute("aria-pressed") !== "true";
+    var url = "/api/cameras/" + encodeURIComponent(card.getAttribute("data-camera")) + "/switches/" +
+      encodeURIComponent(button.getAttribute("data-switch"));
+    button.disabled = true;
+    r.api("PUT", url, { on: want }).then(function (answer) {
+      showSwitch(button, answer.on);
+      r.setText(error, "");
+    }, function (failure) {
+      r.setText(error, failure.message);
+    }).then(function () { button.disabled = false; });
+  });
 
   function fillPush(push) {
     var list = document.getElementById("push-state");
