@@ -7,6 +7,12 @@ start or stop one camera's capture and red loop.
 Cameras that die are retried by their capture thread and reported; nothing stops because one camera,
 frame, command or database write failed. Alerts go to the event log and its outbox first; the MQTT
 bus (when a broker is configured) and the push workers drain the outbox.
+
+Under systemd (`Type=notify`, edge.notify) the appliance says READY=1 once its cameras and the bus have
+started (not once the broker answers: alerts wait in the outbox meanwhile), keeps a STATUS= line, says
+STOPPING=1 as it stops, and pings the watchdog only while every red loop, the bus thread and the
+housekeeping thread beat: a hung loop gets the process restarted. Each of those loops gets its heart
+from `self.hearts` here.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from edge.instructions import Router
 from edge.journal import Journal
 from edge.live import LiveView
 from edge.narrator import Narrator
+from edge.notify import Heart, Heartbeats, Notifier, Watchdog
 from edge.outbox import SWITCHES, MemoryQueue, Topics, event_message
 from edge.pipeline import feed
 from edge.redact import redact
@@ -69,8 +76,14 @@ class Appliance:
         self.loops: dict[str, RedLoop] = {}
         """Capturing cameras and their red loops, shared with the control surface and housekeeping;
         cameras added or removed at runtime come and go here (start_camera, stop_camera)."""
-        self._feeds: dict[str, tuple[threading.Thread, threading.Event]] = {}
-        """Each camera's red-loop thread and the event that ends it (one camera stops on its own)."""
+        self._feeds: dict[str, tuple[threading.Thread, threading.Event, Heart]] = {}
+        """Each camera's red-loop thread, the event that ends it (one camera stops on its own) and its
+        heart."""
+        self.notifier = Notifier()
+        watchdog_s = self.notifier.watchdog_s
+        self.hearts = Heartbeats(max_age=watchdog_s / 2 if watchdog_s else None)
+        """The watched loops' heartbeats: every red loop, the bus thread, housekeeping."""
+        self.watchdog = Watchdog(self.notifier, self.hearts, self._status_line)
         self._sinks: list[Sink] = []
         self._running = False
         self._started_at: float | None = None
@@ -190,10 +203,18 @@ class Appliance:
 
     def _run_camera(self, name: str) -> None:
         camera, loop, stop = self.cameras[name], self.loops[name], threading.Event()
+        heart = self.hearts.heart(f"red loop {name}")
         camera.start()
-        thread = threading.Thread(target=feed, args=(camera, loop, stop), name=f"redloop-{name}", daemon=True)
-        self._feeds[name] = (thread, stop)
+        thread = threading.Thread(target=self._feed, args=(camera, loop, stop, heart), name=f"redloop-{name}",
+                                  daemon=True)  # fmt: skip
+        self._feeds[name] = (thread, stop, heart)
         thread.start()
+
+    def _feed(self, camera: Camera, loop: RedLoop, stop: threading.Event, heart: Heart) -> None:
+        """A camera's red-loop thread. Its heart is forgotten when the loop ends as meant (stopped, or
+        the end of a file); a loop killed by an exception keeps it, so the watchdog restarts us."""
+        feed(camera, loop, stop, heart)
+        self.hearts.forget(heart)
 
     def _init_instructions(self) -> None:
         """Asks in plain words: rules, questions, memory, control, delegated work."""
@@ -241,8 +262,9 @@ class Appliance:
         self.push_workers = start_push_workers(self.events, self.cfg, self.stop_event)
         self.delegate.start()
         if self.bus is not None:
-            self.bus.start()
-        chores = Housekeeping(self.cfg, self.events, self.journal, self.cameras, self.loops, self.retained)
+            self.bus.start(self.hearts.heart("bus"))
+        chores = Housekeeping(self.cfg, self.events, self.journal, self.cameras, self.loops, self.retained,
+                              self.hearts.heart("housekeeping"))  # fmt: skip
         self._spawn("housekeeping", chores.run, self.stop_event)
         if self.cfg.admin.listen:
             try:
@@ -257,6 +279,7 @@ class Appliance:
             self.events.outbox_depth(),
             "" if self.cfg.mqtt.url else " (no MQTT broker configured: alerts wait in the outbox)",
         )
+        self.watchdog.start()  # READY=1: cameras and bus started; the broker may still be connecting
 
     def run_until_stopped(self) -> None:
         self.start()
@@ -270,15 +293,16 @@ class Appliance:
         """The admin page, cameras, then red loops (open events end), the journal, the push workers,
         the bus (which says what a stopped appliance knows, then `offline`), and the event log last."""
         self.stop_event.set()
+        self.watchdog.stop("stopping: open events end, queued messages go out first")
         if self.admin is not None:
             self.admin.stop()
             self.admin = None
         self._running = False
-        for _, stop in self._feeds.values():
+        for _, stop, _ in self._feeds.values():
             stop.set()
         for camera in self.cameras.values():
             camera.stop()
-        for thread in [*self.threads, *(t for t, _ in self._feeds.values())]:
+        for thread in [*self.threads, *(t for t, _, _ in self._feeds.values())]:
             thread.join(timeout=5)
         if self.narrator is not None:
             self.narrator.stop()  # before the loops end their events: a stop is not "left after 12 s"
@@ -297,6 +321,7 @@ class Appliance:
             self.bus.stop()
         self.journal.report_unsaved()
         self._close_store()
+        self.notifier.close()
 
     def _close_store(self) -> None:
         self.events.close()
@@ -330,7 +355,9 @@ class Appliance:
         """A camera removed (or about to change) at runtime: its threads end, its open events end (and
         say so on MQTT), its retained topics and Home Assistant entities are cleared."""
         camera, loop = self.cameras.pop(name, None), self.loops.pop(name, None)
-        thread, stop = self._feeds.pop(name, (None, None))
+        thread, stop, heart = self._feeds.pop(name, (None, None, None))
+        if heart is not None:
+            self.hearts.forget(heart)  # removed on purpose: not a hung red loop, even if slow to end
         if stop is not None:
             stop.set()
         if thread is not None:
@@ -425,6 +452,8 @@ class Appliance:
     def _load_detector(self) -> Detector:
         """The shared object detector, loaded on first need (also when a runtime rule first needs it)."""
         if self._detector is None:
+            if not self._running:
+                self.notifier.send("STATUS=starting: loading the object detector")
             self._detector = build_detector(self.cfg.model, self.base_dir)
         return self._detector
 
@@ -484,6 +513,18 @@ class Appliance:
         for channel, count in dropped.items():
             log.error("outbox: %d alert(s) for %s will not be pushed: that channel is no longer configured",
                       count, channel)  # fmt: skip
+
+    def _status_line(self) -> str:
+        """systemd's STATUS= line (`systemctl status reflex-edge`): "3 cameras (2 online), broker
+        connected". Reads no database: it must not wait on a busy event log."""
+        online = sum(1 for camera in list(self.cameras.values()) if camera.stats.online)
+        total = len(self.cameras)
+        cameras = f"{total} camera{'' if total == 1 else 's'} ({online} online)"
+        if self.bus is None:
+            return f"{cameras}, no broker configured: alerts wait in the outbox"
+        if self.bus.connected.is_set():
+            return f"{cameras}, broker connected"
+        return f"{cameras}, broker not connected: alerts wait in the outbox"
 
     def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)

@@ -2,7 +2,8 @@
 
 Held transitions are retried (a disk that filled up may have room again), retention runs every
 RETENTION_EVERY_S, stats go to MQTT every `mqtt.stats_every_s` and to the log every minute. A chore
-that fails is logged and tried again next time; it never stops the others.
+that fails is logged and tried again next time; it never stops the others. The loop beats its heart
+(edge.notify) while it waits and after each chore: a chore that hangs stops systemd's watchdog pings.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from edge.bus.state import RetainedState
 from edge.capture import Camera
 from edge.config import CameraConfig, EdgeConfig
 from edge.journal import Journal
+from edge.notify import NO_HEART, Heart
 from edge.redloop import RedLoop
 from edge.store import EventLog, StoreError
 
@@ -24,6 +26,9 @@ log = logging.getLogger("edge.housekeeping")
 RETENTION_EVERY_S = 600.0
 LOG_STATS_EVERY_S = 60.0
 RETRY_HELD_EVERY_S = 5.0
+RETENTION_ALLOW_S = 300.0
+"""How long one retention pass may rightly take before its silence counts as a hang: it deletes in
+batches and reclaims space, which on a large log on an SD card takes far longer than a stats report."""
 
 
 class Housekeeping:
@@ -35,8 +40,10 @@ class Housekeeping:
         cameras: dict[str, Camera],
         loops: dict[str, RedLoop],
         retained: RetainedState | None,
+        heart: Heart = NO_HEART,
     ) -> None:
         self.cfg = cfg
+        self.heart = heart
         self.events = events
         self.journal = journal
         self.cameras = cameras
@@ -48,18 +55,22 @@ class Housekeeping:
         every = min(LOG_STATS_EVERY_S, self.cfg.mqtt.stats_every_s) if self.retained else LOG_STATS_EVERY_S
         every = min(every, RETRY_HELD_EVERY_S)
         last_retention = last_log = float("-inf")
-        while not stop.wait(every if last_retention > float("-inf") else 1.0):
+        heart = self.heart
+        while not heart.wait(stop, every if last_retention > float("-inf") else 1.0):
             now = time.monotonic()
             try:
                 self.journal.retry()
             except Exception:  # a bug here must not end retention and stats
                 log.exception("retrying held transitions failed")
+            heart.beat()
             if now - last_retention >= RETENTION_EVERY_S:
                 last_retention = now
+                heart.allow(RETENTION_ALLOW_S)
                 try:
                     self.events.apply_retention(self.cfg.retention)  # it logs what it did, if anything
                 except StoreError as exc:
                     log.error("retention failed: %s", exc)
+                heart.beat()
             to_log = now - last_log >= LOG_STATS_EVERY_S
             if to_log:
                 last_log = now

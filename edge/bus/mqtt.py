@@ -26,6 +26,10 @@ Why it is built this way:
   config) are found by a short sweep after each connect and cleared.
 - **Subscriptions are registered, not hard-coded.** `subscribe(filter, handler)` (shared
   subscriptions `$share/group/...` included); handlers run on the command thread, never on paho's.
+- **The bus thread has a heartbeat** (edge.notify, `start(heart)`): it beats on every pass, while it
+  backs off and while it waits for a CONNACK, so systemd's watchdog sees a hung bus thread and not a
+  broker that is away. The command thread is not watched: a command may rightly take minutes (a
+  runtime rule that first needs the detector loads it, a TensorRT engine build included).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.backoff import Backoff
 from edge.config.models import MqttConfig
+from edge.notify import NO_HEART, Heart
 from edge.outbox import OFFLINE, ONLINE, MemoryQueue, Priority, Topics
 from edge.redact import redact
 from edge.store import EventLog, StoreError
@@ -66,6 +71,9 @@ UNRECORDED_MAX = 100_000
 ACK_FLUSH_S = 0.05
 """PUBACKs are committed in batches at most this old: one commit for many acks."""
 CONNECT_TIMEOUT_S = 10.0
+CONNECT_ALLOW_S = 60.0
+"""How long `client.connect` may block the bus thread before it counts as hung: a DNS lookup (glibc: 5 s
+x 2 attempts x up to 3 name servers), then paho's TCP connect and TLS handshake (5 s timeouts)."""
 REFUSED_RETRY_S = 30.0
 """A broker that refuses the connection (bad credentials, banned) is retried no faster than this."""
 STOP_DRAIN_S = 3.0
@@ -229,6 +237,7 @@ class Bus:
         self._backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s)
         self._unrecorded: list[int] = []
         """Outbox ids acknowledged by the broker whose delivery the event log could not record yet."""
+        self._heart: Heart = NO_HEART
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -246,7 +255,9 @@ class Bus:
         connect (HA discovery configs, a removed camera's counts and snapshot)."""
         self._sweep_filters.append(topic_filter)
 
-    def start(self) -> None:
+    def start(self, heart: Heart = NO_HEART) -> None:
+        """The bus thread (beating `heart`) and the command thread."""
+        self._heart = heart
         for name, target in (("mqtt", self._run), ("mqtt-commands", self._run_commands)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -288,6 +299,7 @@ class Bus:
 
     def _run(self) -> None:
         while not self.stop_event.is_set():
+            self._heart.beat()
             client = self._make_client()
             if self._connect(client):
                 self._backoff.reset()  # connected: the next outage starts from the shortest delay
@@ -299,7 +311,7 @@ class Bus:
             code = self._connack
             if code is not None and code.is_failure and code.value not in _UNSUPPORTED_PROTOCOL:
                 delay = max(delay, REFUSED_RETRY_S)  # refused (credentials?): do not hammer the broker
-            self.stop_event.wait(delay)
+            self._heart.wait(self.stop_event, delay)
 
     def _make_client(self) -> mqtt.Client:
         client_id = self.cfg.client_id or f"reflex-{self.device}"
@@ -318,6 +330,7 @@ class Bus:
         self._connack = None
         try:
             kwargs = {"clean_start": True} if self._protocol == MQTTProtocolVersion.MQTTv5 else {}
+            self._heart.allow(CONNECT_ALLOW_S)
             client.connect(self.endpoint.host, self.endpoint.port, self.cfg.keepalive_s, **kwargs)
         except (OSError, ssl.SSLError) as exc:
             self._report_down(f"cannot reach broker {self.endpoint}: {exc}")
@@ -325,6 +338,7 @@ class Bus:
         client.loop_start()
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
         while not (self.connected.is_set() or self._lost.is_set() or self.stop_event.is_set()):
+            self._heart.beat()
             if time.monotonic() > deadline:
                 self._report_down(f"broker {self.endpoint} did not answer CONNECT")
                 client.disconnect()
@@ -371,6 +385,7 @@ class Bus:
         last_flush = time.monotonic()
         stop_by: float | None = None
         while not self._lost.is_set():
+            self._heart.beat()
             self._wake.clear()
             if self._subs_changed:
                 self._subscribe_all(client)
