@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--camera", help="the camera the instruction is about")
     explain.add_argument("--config", help="YAML config file (its cameras, zones and rules are known)")
 
+    doctor = sub.add_parser("doctor", help="check this device: backend, cameras, broker, disk, clock")
+    doctor.add_argument("--config", help="YAML config file (the one the appliance runs with)")
+    doctor.add_argument("--json", action="store_true", help="one JSON object instead of lines (for scripts)")
+    doctor.add_argument("--timeout", type=float, default=5.0, help="seconds per camera and broker")
+    doctor.add_argument("--skip", type=_csv, default=[], metavar="CHECKS",
+                        help="leave out checks: models,backend,engine,cameras,broker,disk,clock")  # fmt: skip
+
     events = _log_reader(sub, "events", "list the event log")
     events.add_argument("--camera")
     events.add_argument("--label")
@@ -216,6 +223,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """OK/WARN/FAIL per check with a hint; exit 1 on any FAIL (edge.doctor)."""
+    from edge.doctor import main as doctor
+
+    return doctor(args.config, as_json=args.json, timeout_s=args.timeout, skip=frozenset(args.skip))
+
+
 def _open_log(args: argparse.Namespace) -> EventLog:
     """The event log of --data, or of the config's data_dir, opened as a reader (it leaves the running
     appliance's disk reserve alone)."""
@@ -351,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": cmd_run,
         "ask": cmd_ask,
         "explain": cmd_explain,
+        "doctor": cmd_doctor,
         "events": cmd_events,
         "alerts": cmd_alerts,
         "asks": cmd_asks,

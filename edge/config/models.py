@@ -282,10 +282,25 @@ class ModelConfig(Strict):
     path: str | None = None
     """Model file; defaults to the manifest's file in cache/ beside the manifest (models/cache/)."""
     backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
+    """auto: native TensorRT where tensorrt, pycuda and a CUDA GPU are present, else ONNX Runtime (its
+    CUDA execution provider where onnxruntime-gpu offers it, else the CPU). `edge doctor` says which
+    and why."""
     threads: int = Field(0, ge=0)
     """Inference threads (0: the runtime's default)."""
     score_threshold: float = Field(0.3, gt=0, lt=1)
     nms_iou: float = Field(0.45, gt=0, lt=1)
+    precision: Literal["fp16", "int8", "fp32"] = "fp16"
+    """TensorRT engine precision. int8 needs `calibration_frames` (the installer's own camera frames)."""
+    dla_core: int | None = Field(None, ge=0)
+    """TensorRT: run on this DLA core (Jetson AGX/NX Orin), layers it cannot run fall back to the GPU.
+    DLA runs fp16 or int8 only."""
+    calibration_frames: str | None = None
+    """INT8: a folder of JPEG/PNG frames from this site's cameras (a few hundred, day and night); they go
+    through the model's own pre-processing to build the calibration cache."""
+    engine_cache: str | None = None
+    """Folder of built TensorRT engines (default: beside the model file). Each engine's name carries
+    the key of what it was built from (ONNX sha256, TensorRT version, GPU, precision, DLA core), so an
+    engine built for anything else is never loaded: it is rebuilt."""
 
     @field_validator("manifest")
     @classmethod
@@ -293,10 +308,20 @@ class ModelConfig(Strict):
         base = _base_dir(info)
         return str(resolve_manifest(v, base)) if base is not None else v
 
-    @field_validator("path")
+    @field_validator("path", "calibration_frames", "engine_cache")
     @classmethod
     def _path(cls, v: str | None, info: ValidationInfo) -> str | None:
         return _absolute(v, info)
+
+    @model_validator(mode="after")
+    def _tensorrt_settings(self) -> ModelConfig:
+        if self.precision == "int8" and not self.calibration_frames:
+            raise ValueError(
+                "precision int8 needs calibration_frames: a folder of frames from this site's cameras"
+            )
+        if self.dla_core is not None and self.precision == "fp32":
+            raise ValueError("a DLA core runs fp16 or int8 only: set precision to fp16 or int8")
+        return self
 
 
 class ExtraModelConfig(ModelConfig):

@@ -7,6 +7,7 @@ this runs on every frame the gate lets through, so its cost is alert latency.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from edge.reflex.manifest import ModelError, ModelManifest, load_manifest, resol
 from edge.types import Detection
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+log = logging.getLogger("edge.reflex")
 
 
 class DetectResult(NamedTuple):
@@ -40,6 +42,69 @@ class Letterbox(NamedTuple):
     scale_y: float
     pad_x: float
     pad_y: float
+
+
+class Preprocessor:
+    """A frame into the model's input, as its manifest says: letterbox, channel order, scale, mean/std.
+
+    The detector's own, and the one INT8 calibration of the TensorRT engine feeds its frames through,
+    so the engine is calibrated on exactly what it will see. Reuses its buffers: not thread-safe.
+    """
+
+    def __init__(self, manifest: ModelManifest) -> None:
+        self.manifest = manifest
+        width, height = manifest.input.width, manifest.input.height
+        pre = manifest.preprocess
+        self._canvas = np.full((height, width, 3), pre.pad_value, np.uint8)
+        self.tensor = np.empty((1, 3, height, width), np.float32)
+        """The input buffer: (1, 3, height, width) float32, rewritten by every call."""
+        self._geometry: tuple[int, int] | None = None
+        self._letterbox = Letterbox(1.0, 1.0, 0.0, 0.0)
+        self._resized = (width, height)
+        self._mean = None if pre.mean is None else np.array(pre.mean, np.float32).reshape(3, 1, 1)
+        self._std = None if pre.std is None else np.array(pre.std, np.float32).reshape(3, 1, 1)
+
+    def _place(self, h: int, w: int) -> None:
+        """Work out where a frame of this size goes in the input; redone only when the size changes."""
+        width, height = self.manifest.input.width, self.manifest.input.height
+        pre = self.manifest.preprocess
+        if pre.letterbox == "stretch":
+            self._resized = (width, height)
+            self._letterbox = Letterbox(width / w, height / h, 0.0, 0.0)
+        else:
+            r = min(height / h, width / w)
+            nw, nh = max(1, min(width, int(w * r))), max(1, min(height, int(h * r)))
+            dx, dy = ((width - nw) // 2, (height - nh) // 2) if pre.letterbox == "centre" else (0, 0)
+            self._resized = (nw, nh)
+            self._letterbox = Letterbox(r, r, float(dx), float(dy))
+            self._canvas.fill(pre.pad_value)
+        self._geometry = (h, w)
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """BGR uint8 frame -> model input tensor, exactly as the manifest says, and where the frame went.
+
+        The tensor is a reused buffer, valid until the next call.
+        """
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected a BGR uint8 HxWx3 frame, got {image.dtype} {image.shape}")
+        h, w = image.shape[:2]
+        if self._geometry != (h, w):
+            self._place(h, w)
+        nw, nh = self._resized
+        x0, y0 = int(self._letterbox.pad_x), int(self._letterbox.pad_y)
+        # Resize straight into the canvas; the padding around it was filled by _place() and stays.
+        dst = self._canvas[y0 : y0 + nh, x0 : x0 + nw]
+        cv2.resize(image, (nw, nh), dst=dst, interpolation=cv2.INTER_LINEAR)
+        pre = self.manifest.preprocess
+        chw = self._canvas.transpose(2, 0, 1)
+        np.copyto(self.tensor[0], chw[::-1] if pre.colour == "rgb" else chw)
+        if pre.scale == "unit":
+            self.tensor *= np.float32(1.0 / 255.0)
+        if self._mean is not None:
+            self.tensor -= self._mean
+        if self._std is not None:
+            self.tensor /= self._std
+        return self.tensor, self._letterbox
 
 
 class ObjectDetector:
@@ -63,21 +128,22 @@ class ObjectDetector:
         """Class names the model knows; a label not in here (e.g. "fire") is never an object detection."""
         self.score_threshold = cfg.score_threshold
         self.nms_iou = cfg.nms_iou
-        self.backend: Backend = backend or open_backend(cfg.backend, model_path, cfg.threads)
+        if backend is None:
+            backend = open_backend(cfg.backend, model_path, cfg.threads, model_cfg=cfg, manifest=manifest)
+            log.info(
+                "model %s: %s on %s (%s)",
+                manifest.name,
+                backend.name,
+                ", ".join(backend.providers),
+                getattr(backend, "reason", "") or "given",
+            )
+        self.backend: Backend = backend
         self._decoder = make_decoder(manifest)
         self._label_ids = {name: i for i, name in enumerate(self.labels)}
         self._masks: dict[frozenset[str], np.ndarray] = {}
         self._lock = threading.Lock()
-
-        width, height = manifest.input.width, manifest.input.height
-        pre = manifest.preprocess
-        self._canvas = np.full((height, width, 3), pre.pad_value, np.uint8)
-        self._tensor = np.empty((1, 3, height, width), np.float32)
-        self._geometry: tuple[int, int] | None = None
-        self._letterbox = Letterbox(1.0, 1.0, 0.0, 0.0)
-        self._resized = (width, height)
-        self._mean = None if pre.mean is None else np.array(pre.mean, np.float32).reshape(3, 1, 1)
-        self._std = None if pre.std is None else np.array(pre.std, np.float32).reshape(3, 1, 1)
+        self._pre = Preprocessor(manifest)
+        self._tensor = self._pre.tensor
         self._check_output()
 
     def _check_output(self) -> None:
@@ -90,47 +156,12 @@ class ObjectDetector:
                 f"{self.manifest.name!r} (expects {want})"
             )
 
-    def _place(self, h: int, w: int) -> None:
-        """Work out where a frame of this size goes in the input; redone only when the size changes."""
-        width, height = self.manifest.input.width, self.manifest.input.height
-        pre = self.manifest.preprocess
-        if pre.letterbox == "stretch":
-            self._resized = (width, height)
-            self._letterbox = Letterbox(width / w, height / h, 0.0, 0.0)
-        else:
-            r = min(height / h, width / w)
-            nw, nh = max(1, min(width, int(w * r))), max(1, min(height, int(h * r)))
-            dx, dy = ((width - nw) // 2, (height - nh) // 2) if pre.letterbox == "centre" else (0, 0)
-            self._resized = (nw, nh)
-            self._letterbox = Letterbox(r, r, float(dx), float(dy))
-            self._canvas.fill(pre.pad_value)
-        self._geometry = (h, w)
-
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """BGR uint8 frame -> model input tensor, exactly as the manifest says, and where the frame went.
 
         The tensor is a reused buffer, valid until the next call.
         """
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected a BGR uint8 HxWx3 frame, got {image.dtype} {image.shape}")
-        h, w = image.shape[:2]
-        if self._geometry != (h, w):
-            self._place(h, w)
-        nw, nh = self._resized
-        x0, y0 = int(self._letterbox.pad_x), int(self._letterbox.pad_y)
-        # Resize straight into the canvas; the padding around it was filled by _place() and stays.
-        dst = self._canvas[y0 : y0 + nh, x0 : x0 + nw]
-        cv2.resize(image, (nw, nh), dst=dst, interpolation=cv2.INTER_LINEAR)
-        pre = self.manifest.preprocess
-        chw = self._canvas.transpose(2, 0, 1)
-        np.copyto(self._tensor[0], chw[::-1] if pre.colour == "rgb" else chw)
-        if pre.scale == "unit":
-            self._tensor *= np.float32(1.0 / 255.0)
-        if self._mean is not None:
-            self._tensor -= self._mean
-        if self._std is not None:
-            self._tensor /= self._std
-        return self._tensor, self._letterbox
+        return self._pre(image)
 
     def _class_mask(self, labels: set[str] | None) -> np.ndarray | None:
         if labels is None:
@@ -188,16 +219,15 @@ class ObjectDetector:
         return np.asarray(cv2.dnn.NMSBoxes(xywh, scores, 0.0, self.nms_iou), dtype=np.int64).reshape(-1)
 
 
-def build_detector(cfg: ModelConfig, base_dir: Path, *, extra: bool = False) -> ObjectDetector:
-    """Load the manifest, find and verify the model file, and open the configured backend.
-
-    extra: an extra model (config `extra_models`): its detections are named after its manifest.
+def locate_model(cfg: ModelConfig, base_dir: Path) -> tuple[ModelManifest, Path]:
+    """The manifest and model file a ModelConfig names (the file not checked yet); ModelError if the
+    manifest is bad or the file is missing.
 
     A loaded config's paths are already absolute (edge.config resolves them against the config file's
     folder, taking a relative manifest that is not there from this checkout). A ModelConfig built in code
     may still hold relative ones: they are resolved against base_dir the same way. Without model.path the
     model is the manifest's file in cache/ beside the manifest (models/cache/ for the bundled one), where
-    tools/fetch_model puts it. Raises ModelError (or BackendError) with a one-line message.
+    tools/fetch_model puts it.
     """
     from edge.config.models import resolve_manifest  # (hoist to the imports above when integrating)
 
@@ -209,5 +239,15 @@ def build_detector(cfg: ModelConfig, base_dir: Path, *, extra: bool = False) -> 
         model_path = manifest_path.parent / "cache" / manifest.file
     if not model_path.is_file():
         raise ModelError(f"model file not found: {model_path}; run tools/fetch_model or set model.path")
+    return manifest, model_path
+
+
+def build_detector(cfg: ModelConfig, base_dir: Path, *, extra: bool = False) -> ObjectDetector:
+    """Load the manifest, find and verify the model file (locate_model), and open the configured backend.
+
+    extra: an extra model (config `extra_models`): its detections are named after its manifest.
+    Raises ModelError (or BackendError) with a one-line message.
+    """
+    manifest, model_path = locate_model(cfg, base_dir)
     verify_sha256(model_path, manifest.sha256)
     return ObjectDetector(manifest, model_path, cfg, name=manifest.name if extra else "objects")

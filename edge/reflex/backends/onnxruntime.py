@@ -33,20 +33,49 @@ def _providers(cache_dir: Path) -> list[str | tuple[str, dict[str, Any]]]:
     return chosen
 
 
+def planned_providers() -> list[str]:
+    """The execution providers a session would use here, fastest first (without opening one)."""
+    return [p if isinstance(p, str) else p[0] for p in _providers(Path("."))]
+
+
+OPTIMIZATION = {
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+"""Graph optimisation levels by name (tools/compare_backends runs one model at two of them)."""
+
+
 class OnnxRuntimeBackend:
     """One InferenceSession; ONNX Runtime's run() is thread-safe, so cameras may share it."""
 
     name = "onnxruntime"
 
-    def __init__(self, model_path: Path, threads: int = 0, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        threads: int = 0,
+        cache_dir: Path | None = None,
+        *,
+        optimization: str = "all",
+        providers: list[str] | None = None,
+        reason: str = "",
+    ) -> None:
+        """providers: these execution providers (by name, e.g. ["CPUExecutionProvider"]) instead of the
+        fastest this build has."""
+        self.reason = reason
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimization not in OPTIMIZATION:
+            raise BackendError(
+                f"unknown graph optimisation level {optimization!r} (one of {', '.join(OPTIMIZATION)})"
+            )
+        opts.graph_optimization_level = OPTIMIZATION[optimization]
         if threads > 0:
             opts.intra_op_num_threads = threads
+        chosen = providers if providers is not None else _providers(cache_dir or model_path.parent)
         try:
-            self._session = ort.InferenceSession(
-                str(model_path), sess_options=opts, providers=_providers(cache_dir or model_path.parent)
-            )
+            self._session = ort.InferenceSession(str(model_path), sess_options=opts, providers=chosen)
         except Exception as exc:  # onnxruntime raises its own untyped errors (Fail, InvalidProtobuf, ...)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BackendError(f"{model_path}: onnxruntime cannot load the model: {first}") from None
