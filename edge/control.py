@@ -501,15 +501,17 @@ class Control:
         if not new:  # the same ask again (an MQTT QoS 1 re-delivery): it was answered already
             log.info("ask %s received again; already answered", ask_id)
             return ask_id
-        self._audit(by or origin, "ask", {"id": ask_id, "text": text[:200], "camera": camera}, remote)
         router = self.router
         if router is None:
             self.answer(ask_id, "ack", ACK_TEXT)
-            return ask_id
-        decision = router.route(text, camera)  # pure and quick: the ack still leaves at once
-        job_id = new_job_id() if decision.kind == "delegate" else None
-        self.answer(ask_id, "ack", ACK_TEXT, **({"job_id": job_id} if job_id else {}))
-        router.execute(ask_id, text, decision, job_id)
+        else:
+            decision = router.route(text, camera)  # pure and quick: the ack still leaves at once
+            job_id = new_job_id() if decision.kind == "delegate" else None
+            self.answer(ask_id, "ack", ACK_TEXT, **({"job_id": job_id} if job_id else {}))
+            router.execute(ask_id, text, decision, job_id)
+        # Audited after the ack and a quick answer are queued: the audit row is one more write
+        # transaction, and it must not stand between a person and "how many people are there?".
+        self._audit(by or origin, "ask", {"id": ask_id, "text": text[:200], "camera": camera}, remote)
         return ask_id
 
     def answer(self, ask_id: str | None, kind: str, text: str, **extra: Any) -> None:
