@@ -17,7 +17,6 @@ from `self.hearts` here.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -28,7 +27,15 @@ from typing import Any
 
 from edge import __version__
 from edge.bus.commands import Commands
-from edge.bus.discovery import discovery_filter, discovery_messages
+from edge.bus.discovery import (
+    components_of,
+    config_json,
+    discovery_cleanup,
+    discovery_configs,
+    discovery_filters,
+    load_announced,
+    save_announced,
+)
 from edge.bus.mqtt import Bus, BusConfigError
 from edge.bus.push import PushWorker, start_push_workers
 from edge.bus.state import RetainedState
@@ -41,6 +48,7 @@ from edge.housekeeping import Housekeeping, camera_numbers, idle_numbers, outbox
 from edge.instructions import Router
 from edge.journal import Journal
 from edge.live import LiveView
+from edge.modes import ModeScheduler
 from edge.narrator import Narrator
 from edge.notify import Heart, Heartbeats, Notifier, Watchdog
 from edge.outbox import SWITCHES, MemoryQueue, Topics, event_message
@@ -88,6 +96,10 @@ class Appliance:
         self._running = False
         self._started_at: float | None = None
         self._announced: set[str] = set()
+        self._discovery: list[tuple[str, dict[str, Any]]] = []
+        """The discovery configs published now (the sweep migrates the other style's to these)."""
+        self._components: dict[str, str] | None = None
+        """Components (object id -> platform) announced last, this run or (None yet) the last one."""
         self.admin: Any = None
         """The admin page's server (edge.admin.server.AdminServer) while it runs."""
         self.threads: list[threading.Thread] = []
@@ -131,9 +143,12 @@ class Appliance:
             push_channels=self.cfg.push,
             detector=self._load_detector,
             notify=self._wake_deliverers,
+            modes=self.cfg.modes,
+            mode=self.cfg.mode,
         )
+        self.control.load_mode(self.cfg.mode_schedule)  # before the rules: the mode decides which run
         self.rules = self.control.load_rules(self.config_rules)
-        if needs_objects(self.rules):
+        if needs_objects(self.control.all_rules()):  # loaded for every mode: arming is instant
             self._load_detector()
         self.models = load_models(self.cfg, self.base_dir)  # all of them: runtime rules may want one
         self.control.model_labels = {label for m in self.models for label in m.labels}
@@ -195,10 +210,10 @@ class Appliance:
         """A camera's capture and red loop, registered (not started yet)."""
         self.events.ensure_camera(name, cfg.source, detect=cfg.detect, alerts=cfg.alerts)
         rules = self.control.active_rules()
-        wants_objects = needs_objects([r for r in rules if r.applies_to(name)])
+        wants_objects = needs_objects([r for r in rules if r.applies_to(name)]) or bool(cfg.lines)
         detector = self._load_detector() if wants_objects else self._detector
         self.loops[name] = RedLoop(name, self.cfg, rules, detector, self._sinks, live=self.live,
-                                   models=self.models)  # fmt: skip
+                                   models=self.models, camera_cfg=cfg)  # fmt: skip
         self.cameras[name] = Camera(name, cfg, on_status=self._camera_status)
 
     def _run_camera(self, name: str) -> None:
@@ -228,13 +243,15 @@ class Appliance:
         if self.retained is None:
             return
         self._announce_to_home_assistant()
+        self.retained.mode(self.control.mode)
         for name in self.loops:
             self._retain_camera(name)
         # A removed camera's retained topics (counts, JPEG, status) and removed entities are cleared.
         assert self.bus is not None
         self.bus.sweep(self.topics("#"))
         if self.cfg.mqtt.discovery:
-            self.bus.sweep(discovery_filter(self.cfg.mqtt.discovery_prefix, self.cfg.device.id))
+            for topic_filter in discovery_filters(self.cfg.mqtt.discovery_prefix, self.cfg.device.id):
+                self.bus.sweep(topic_filter, self._stale_discovery)
 
     def _retain_camera(self, name: str) -> None:
         """A camera's retained MQTT state as it starts: its counts, offline, its rules idle."""
@@ -242,8 +259,14 @@ class Appliance:
         loop = self.loops[name]
         loop.on_counts = self.retained.counts
         self.retained.counts(name, loop.counts)
+        loop.on_occupancy = self.retained.zones
+        self.retained.zones(name, loop.occupancy)
+        if loop.lines is not None:
+            loop.on_lines = self.retained.lines
+            for (line, label), counts in loop.lines.counts().items():
+                self.retained.lines(name, line, label, counts)
         self.retained.camera_status(name, False)
-        for rule in self.control.active_rules():
+        for rule in self.control.all_rules():  # also those the mode leaves out: they say OFF
             if rule.applies_to(name):
                 self.retained.rule_idle(name, rule.name)
 
@@ -266,6 +289,7 @@ class Appliance:
         chores = Housekeeping(self.cfg, self.events, self.journal, self.cameras, self.loops, self.retained,
                               self.hearts.heart("housekeeping"))  # fmt: skip
         self._spawn("housekeeping", chores.run, self.stop_event)
+        self._spawn("modes", ModeScheduler(self.control, self.cfg.mode_schedule).run, self.stop_event)
         if self.cfg.admin.listen:
             try:
                 self._start_admin(self.cfg.admin.listen)
@@ -372,7 +396,9 @@ class Appliance:
             self.router.zones.pop(name, None)
         if self.retained is not None and self.bus is not None:
             self.retained.counts(name, {})
-            for rule in self.control.active_rules():
+            self.retained.zones(name, {})
+            self.retained.lines_removed(name)
+            for rule in self.control.all_rules():
                 if rule.applies_to(name):
                     self.retained.rule_removed(name, rule.name)
             for topic in (self.topics.status(name), self.topics.snapshot(name),
@@ -480,28 +506,60 @@ class Appliance:
             worker.notify()
 
     def _announce_to_home_assistant(self) -> None:
-        """Discovery configs are retained state: re-published on every connect, stale ones cleared."""
+        """Discovery configs are retained state: re-published on every connect. What is gone is removed
+        from Home Assistant at once (device style: a `{"p": ...}` placeholder, also for what the last
+        run announced; entity style: an empty config); the sweep migrates the other style's configs."""
         if self.bus is None or not self.cfg.mqtt.discovery:
             return
-        rules = self.control.active_rules()
-        cameras = sorted(self.loops)
-        messages = discovery_messages(
-            self.cfg.mqtt.prefix,
+        mqtt_cfg = self.cfg.mqtt
+        rules = self.control.all_rules()  # a rule the mode leaves out keeps its entity (OFF)
+        loops = dict(self.loops)
+        cameras = sorted(loops)
+        components_file = self.data_dir / "ha_discovery.json"
+        if self._components is None:
+            self._components = load_announced(components_file)
+        messages = discovery_configs(
+            mqtt_cfg.discovery_style,
+            mqtt_cfg.prefix,
             self.cfg.device.id,
-            self.cfg.mqtt.discovery_prefix,
+            mqtt_cfg.discovery_prefix,
             cameras,
             {rule.name: [c for c in cameras if rule.applies_to(c)] for rule in rules},
-            {name: list(loop.counts) for name, loop in self.loops.items()},
+            {name: list(loop.counts) for name, loop in loops.items()},
             __version__,
             rule_labels={rule.name: rule.cfg.label for rule in rules},
-        )
+            lines={name: loop.lines_watched for name, loop in loops.items()},
+            zones={name: loop.zones_watched for name, loop in loops.items()},
+            modes=list(self.cfg.modes),
+            announced_before=self._components,
+        )  # fmt: skip
         announced = set()
         for config_topic, payload in messages:
-            self.bus.set_state(config_topic, json.dumps(payload, separators=(",", ":")))
+            self.bus.set_state(config_topic, config_json(payload))
             announced.add(config_topic)
         for gone in self._announced - announced:  # a removed camera's or rule's entities, at once
             self.bus.set_state(gone, b"")
-        self._announced = announced
+        self._announced, self._discovery = announced, messages
+        components = components_of(messages)
+        if components != self._components:
+            self._components = components
+            try:
+                save_announced(components_file, components)
+            except OSError as exc:
+                log.warning("cannot keep the Home Assistant entities in %s: %s", components_file, exc)
+
+    def _stale_discovery(self, stale: dict[str, bytes]) -> None:
+        """Retained discovery configs of ours that are not current, from the sweep: the other style's
+        are migrated (Home Assistant keeps the entities), those of removed entities cleared."""
+        assert self.bus is not None
+        mqtt_cfg = self.cfg.mqtt
+        steps = discovery_cleanup(mqtt_cfg.discovery_style, mqtt_cfg.discovery_prefix, self.cfg.device.id,
+                                  self._discovery, stale)  # fmt: skip
+        migrated = sum(1 for _, payload, retain in steps if not retain)
+        if migrated:
+            log.info("Home Assistant discovery: moving %d config(s) to the %s style", migrated,
+                     mqtt_cfg.discovery_style)  # fmt: skip
+        self.bus.publish_once(steps)
 
     def _drop_removed_push_channels(self) -> None:
         """Rows of a push channel that is no longer configured can never be sent: say so, loudly."""

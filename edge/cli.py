@@ -218,7 +218,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     rules = build_rules(cfg, base, allow_empty=True)
     zones = {name: dict(cam.zones) for name, cam in cfg.cameras.items() if cam.zones}
     known = tuple((r.name, r.label, tuple(r.cfg.cameras) if r.cfg.cameras else None, "config") for r in rules)
-    ctx = Context(frozenset(known_labels(cfg, base)), tuple(cfg.cameras), zones, known)
+    labels = frozenset(known_labels(cfg, base))
+    ctx = Context(labels, tuple(cfg.cameras), zones, known, modes=tuple(cfg.modes))
     print(json.dumps(parse(args.text, args.camera, ctx).contract()))
     return 0
 

@@ -12,6 +12,11 @@ is made: who (`by`: 'admin:alice', 'token:ci-script', 'mqtt', 'instruction') and
 Rules and cameras carry an origin: `config` ones come from the YAML file (or a flag) and are
 read-only here; `admin` and `instruction` rules and `admin` cameras are stored in the event log,
 loaded at start-up and changeable at runtime.
+
+The mode (arm/disarm, edge.modes) decides which of the rules are active: the red loops run only
+those (`active_rules`), exactly as if the others were removed, and push channels the mode leaves out
+get no new alerts (`push_allowed`, asked by the journal as it queues an alert). The mode is stored, so
+it survives a restart, and every switch is audited like any other change.
 """
 
 from __future__ import annotations
@@ -20,15 +25,24 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
 from edge.bus.push import PushError, make_channel
-from edge.config.models import CameraConfig, CameraName, PushChannelConfig, RuleConfig
+from edge.config.models import (
+    DEFAULT_MODES,
+    CameraConfig,
+    CameraName,
+    ModeConfig,
+    ModeSwitch,
+    PushChannelConfig,
+    RuleConfig,
+)
 from edge.journal import Journal
+from edge.modes import ModeChange, last_switch, push_in_mode, rule_in_mode
 from edge.outbox import PAYLOAD_VERSION, SWITCHES, Topics, answer_message, new_ask_id, new_id, new_job_id
 from edge.redact import redact
 from edge.redloop import Detector, RedLoop
@@ -42,6 +56,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge.control")
 
 ORIGINS = ("config", "admin", "instruction")
+MODE_KEY = "mode"
+"""The event log setting that holds the current mode."""
 ACK_TEXT = "Please wait a moment."
 TEST_PUSH_TIMEOUT_S = 5.0
 """A test push answers within this (or the channel's own `timeout_s`, if shorter): someone waits."""
@@ -95,6 +111,7 @@ class StateSink(Protocol):
     def switch(self, camera: str, switch: str, on: bool) -> None: ...
     def rule_idle(self, camera: str, rule: str) -> None: ...
     def rule_removed(self, camera: str, rule: str) -> None: ...
+    def mode(self, name: str) -> None: ...
 
 
 class Control:
@@ -108,11 +125,15 @@ class Control:
         push_channels: Mapping[str, PushChannelConfig] | Iterable[str] = (),
         detector: Callable[[], Detector | None] = lambda: None,
         notify: Callable[[], None] = lambda: None,
+        modes: Mapping[str, ModeConfig] | None = None,
+        mode: str | None = None,
     ) -> None:
         """`push_channels`: the config's push channels (their settings let `test_push` send), or only
         their names; `detector` gives the shared object detector, loading it on first need (a rule
         for an object label added to a fire-only appliance); `notify` wakes the deliverers after an
-        outbox write."""
+        outbox write. `modes`: the config's modes (default: home, away and night, each with every
+        rule and channel); `mode`: the one on until `load_mode` finds a stored one (default: the
+        first mode). The journal asks `push_allowed` before it queues an alert for a push channel."""
         self.events = events
         self.topics = topics
         self.journal = journal
@@ -139,6 +160,15 @@ class Control:
         self._rules: dict[str, RuleEntry] = {}
         self._cameras: dict[str, CameraEntry] = {}
         self._lock = threading.RLock()
+        self._modes: dict[str, ModeConfig] = (
+            dict(modes) if modes else {name: ModeConfig() for name in DEFAULT_MODES}
+        )
+        self._mode = mode if mode is not None else next(iter(self._modes))
+        if self._mode not in self._modes:
+            raise ControlError(f"unknown mode {self._mode!r} (modes: {', '.join(self._modes)})")
+        self._mode_set: dict[str, Any] = {"set_at": None, "set_by": "config"}
+        """When the current mode was switched to, and by whom (the stored setting's)."""
+        journal.push_allowed = self.push_allowed
 
     # -- setup -------------------------------------------------------------------------------------
 
@@ -165,6 +195,7 @@ class Control:
                     log.error("stored %s rule %r not loaded: %s", origin, cfg.name, problem)
                     continue
                 self._rules[cfg.name] = RuleEntry(Rule(cfg), origin)
+            self.journal.rules_changed(self.all_rules())  # stored rules' push channels too
             return self.active_rules()
 
     def load_cameras(self, config_cameras: Mapping[str, CameraConfig]) -> list[CameraEntry]:
@@ -222,6 +253,8 @@ class Control:
         with self._lock:
             existing = self._cameras.get(name)
             _check_addable("camera", name, existing, replace)
+            if existing is not None:
+                self._check_lines_kept(name, existing.cfg, cfg)
             host = self._camera_host()
             try:
                 self.events.save_camera(name, cfg.model_dump(mode="json"))
@@ -240,9 +273,21 @@ class Control:
             done = "changed" if existing else "added"
             log.info("camera %s %s (by %s): %s%s", name, done, by, redact(cfg.source),
                      "" if cfg.enabled else " (disabled)")  # fmt: skip
-        detail = {"camera": name, "source": redact(cfg.source), "enabled": cfg.enabled, "fps": cfg.fps}
+        detail = {"camera": name, "source": redact(cfg.source), "enabled": cfg.enabled, "fps": cfg.fps,
+                  "lines": sorted(cfg.lines)}  # fmt: skip
         self._audit(by, f"camera.{'change' if existing else 'add'}", detail, remote)
         return entry
+
+    def _check_lines_kept(self, name: str, old: CameraConfig, new: CameraConfig) -> None:
+        """Refuse a camera change that drops a line of the camera a crossing rule on it watches."""
+        for entry in self._rules.values():
+            cfg = entry.rule.cfg
+            gone = cfg.line is not None and cfg.line in old.lines and cfg.line not in new.lines
+            if gone and (cfg.cameras is None or name in cfg.cameras):
+                raise ControlError(
+                    f"line {cfg.line!r} of camera {name!r} is watched by rule {cfg.name!r}; "
+                    "change or remove the rule first"
+                )
 
     def _undo_camera(self, name: str, previous: CameraEntry | None) -> None:
         """A camera that would not start: put back what was there before (nothing, or its old config)."""
@@ -327,8 +372,18 @@ class Control:
             return list(self._rules.values())
 
     def active_rules(self) -> list[Rule]:
+        """The rules in force now: those the current mode lets alert (what the red loops run)."""
+        with self._lock:
+            return [e.rule for e in self._rules.values() if rule_in_mode(e.rule.cfg, self._mode, self._modes)]
+
+    def all_rules(self) -> list[Rule]:
+        """Every rule, active in the current mode or not (Home Assistant keeps an entity for each)."""
         with self._lock:
             return [e.rule for e in self._rules.values()]
+
+    def rule_modes(self, cfg: RuleConfig) -> list[str]:
+        """The modes in which rule `cfg` alerts, in the modes' order (edge.modes.rule_in_mode)."""
+        return [mode for mode in self._modes if rule_in_mode(cfg, mode, self._modes)]
 
     def rule_source(self, name: str) -> str | None:
         """'FILE:LINE' of a config rule (None: a runtime rule, or a default rule of `watch`, which no
@@ -449,6 +504,13 @@ class Control:
         for channel in cfg.push:
             if channel not in self.push_channels:
                 return f"unknown push channel {channel!r}"
+        for mode in cfg.modes or []:
+            if mode not in self._modes:
+                return f"unknown mode {mode!r} (modes: {', '.join(self._modes)})"
+        if cfg.line is not None:
+            for name, entry in list(self._cameras.items()):
+                if (cfg.cameras is None or name in cfg.cameras) and cfg.line not in entry.cfg.lines:
+                    return f"camera {name!r} has no line {cfg.line!r}"
         return None
 
     def _detector_for(self, rule: Rule) -> Detector | None:
@@ -475,6 +537,134 @@ class Control:
                 self.on_rules_changed()
             except Exception:
                 log.exception("after a rule change")
+
+    # -- modes (arm/disarm) -------------------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        """The mode on now."""
+        return self._mode
+
+    @property
+    def modes(self) -> list[str]:
+        """Every mode's name, in the config's order (home, away, night first)."""
+        return list(self._modes)
+
+    def push_allowed(self, channel: str) -> bool:
+        """Whether push channel `channel` gets new alerts in the current mode (the journal asks)."""
+        return push_in_mode(channel, self._mode, self._modes)
+
+    def mode_state(self) -> dict[str, Any]:
+        """The mode as the admin page, the API and "what mode are you in?" show it: the mode, every
+        mode, when and by whom it was set, the rules that alert and those that do not, the push
+        channels that deliver (None: all)."""
+        with self._lock:
+            active = {r.name for r in self.active_rules()}
+            push = self._modes[self._mode].push
+            return {
+                "mode": self._mode,
+                "modes": self.modes,
+                "set_at": self._mode_set["set_at"],
+                "set_by": self._mode_set["set_by"],
+                "active_rules": [n for n in self._rules if n in active],
+                "inactive_rules": [n for n in self._rules if n not in active],
+                "push": None if push is None else [c for c in push if c in self.push_channels],
+            }
+
+    def load_mode(self, schedule: Sequence[ModeSwitch] = (), now: float | None = None) -> str:
+        """The mode at start-up, before the rules are loaded: the stored one (the config's `mode` on
+        the very first start, or when the stored mode is no longer configured, stored then). When the
+        stored mode was set before the most recent scheduled switch (`schedule`), that switch was missed
+        while the appliance was down and is applied now, by `schedule`; earlier missed switches are
+        not replayed (edge.modes)."""
+        now = time.time() if now is None else now
+        try:
+            stored = self.events.setting(MODE_KEY)
+        except StoreError as exc:
+            log.error("cannot read the stored mode; starting in %s: %s", self._mode, exc)
+            return self._mode
+        name = stored["value"] if stored is not None else None
+        if stored is not None and name in self._modes:
+            self._mode, self._mode_set = name, {"set_at": stored["set_at"], "set_by": stored["set_by"]}
+        else:
+            if stored is not None:
+                log.warning("stored mode %r is not configured any more; starting in %s", name, self._mode)
+            self._keep_mode(self._mode, "config")
+        missed = last_switch(schedule, now)
+        set_at = self._mode_set["set_at"] or now
+        if missed is not None and set_at < missed[0] and missed[1].mode != self._mode:
+            was = self._mode
+            self._keep_mode(missed[1].mode, "schedule")
+            self._mode = missed[1].mode
+            log.info("mode %s: the scheduled switch at %s happened while stopped (was %s)", self._mode,
+                     time.strftime("%a %H:%M", time.localtime(missed[0])), was)  # fmt: skip
+            self._audit("schedule", "mode", {"mode": self._mode, "was": was, "missed_at": missed[0]}, None)
+        else:
+            log.debug("mode %s (set by %s)", self._mode, self._mode_set["set_by"])
+        return self._mode
+
+    def _store_mode(self, name: str, by: str) -> None:
+        """Store the mode (raises StoreError) and remember when and by whom it was set."""
+        self.events.set_setting(MODE_KEY, name, by)
+        self._mode_set = {"set_at": time.time(), "set_by": by}
+
+    def _keep_mode(self, name: str, by: str) -> None:
+        """`_store_mode` at start-up, where a full disk must not stop the appliance: said instead."""
+        try:
+            self._store_mode(name, by)
+        except StoreError as exc:
+            self._mode_set = {"set_at": time.time(), "set_by": by}
+            log.error("mode %s not stored (it holds until the next restart): %s", name, exc)
+
+    def set_mode(self, name: str, *, by: str, remote: str | None = None) -> ModeChange:
+        """Switch to mode `name`: stored first (a mode that cannot be stored is refused), then every
+        red loop runs the new mode's rules at once (events of a rule that goes inactive end now, its
+        Home Assistant sensor says OFF), the retained mode state is published and the switch audited.
+        The mode already on changes nothing and is not audited. ControlError for an unknown mode."""
+        if not isinstance(name, str) or name not in self._modes:
+            shown = name if isinstance(name, str) else type(name).__name__
+            raise ControlError(f"unknown mode {shown!r} (modes: {', '.join(self._modes)})")
+        with self._lock:
+            was = self._mode
+            before = [r.name for r in self.active_rules()]
+            if name == was:
+                return self._change(name, was, before)
+            after = [e.rule for e in self._rules.values() if rule_in_mode(e.rule.cfg, name, self._modes)]
+            objects = [r for r in after if r.label not in AREA_LABELS and r.name not in before]
+            detector = self._detector_for(objects[0]) if objects else None
+            try:
+                self._store_mode(name, by)
+            except StoreError as exc:
+                raise ControlError(f"cannot store the mode: {exc}") from None
+            self._mode = name
+            self._apply(detector)
+            change = self._change(name, was, before)
+            if self.state is not None:
+                for camera in self.loops:
+                    for rule in self.all_rules():
+                        if rule.applies_to(camera) and rule.name in (*change.rules_on, *change.rules_off):
+                            self.state.rule_idle(camera, rule.name)  # OFF: its events ended (or none yet)
+                self.state.mode(name)
+            push = "every push channel" if change.push is None else f"push: {', '.join(change.push) or '-'}"
+            log.info("mode %s (was %s, by %s): %d rule(s) alert, %s", name, was, by, len(change.active), push)
+        self._rules_changed()
+        self._audit(by, "mode", {"mode": name, "was": was}, remote)
+        return change
+
+    def _change(self, name: str, was: str, before: list[str]) -> ModeChange:
+        active = [r.name for r in self.active_rules()]
+        push, push_was = self._modes[name].push, self._modes[was].push
+        if not self.push_channels:  # nothing to say about channels that do not exist
+            push = push_was = None
+        return ModeChange(
+            mode=name,
+            was=was,
+            rules_on=tuple(n for n in active if n not in before),
+            rules_off=tuple(n for n in before if n not in active),
+            active=tuple(active),
+            push=None if push is None else tuple(push),
+            push_was=None if push_was is None else tuple(push_was),
+        )
 
     # -- asks and answers ---------------------------------------------------------------------------
 

@@ -59,6 +59,10 @@ class Journal:
         self.rules_changed(rules)
         self.confirmed_only: frozenset[str] = frozenset()
         """Push channels that get an alert only once it is confirmed (never provisional/retracted)."""
+        self.push_allowed: Callable[[str], bool] = lambda channel: True
+        """Whether a push channel gets a new alert now (the control surface's: the current mode's
+        channels). Asked when an alert is queued, not when it is sent: an alert raised while armed
+        still reaches the phone after a disarm, and its verdict goes where the alert went."""
         self._provisional_push: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         """Provisional alert id -> its rule's push channels then: its phase change goes to the same."""
         self._verdicts: OrderedDict[str, tuple[str, str]] = OrderedDict()
@@ -186,7 +190,7 @@ class Journal:
         with self._verify_lock:
             names = self._provisional_push.get(alert.id)
             if names is None:
-                names = self.push.get(alert.rule, ())
+                names = tuple(n for n in self.push.get(alert.rule, ()) if self.push_allowed(n))
                 if alert.phase == "provisional" and names:
                     self._provisional_push[alert.id] = names
                     while len(self._provisional_push) > VERIFIED_KEEP:

@@ -39,6 +39,16 @@ class TrackView:
 
 
 @dataclass(frozen=True, slots=True)
+class LineView:
+    """One tripwire as the live view draws it: relative points, and today's in/out per label."""
+
+    name: str
+    points: tuple[tuple[float, float], ...]
+    counts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Label -> (in, out) since midnight."""
+
+
+@dataclass(frozen=True, slots=True)
 class CameraView:
     """One camera's latest look."""
 
@@ -56,6 +66,13 @@ class CameraView:
     tracks: tuple[TrackView, ...] = ()
     counts: dict[str, int] = field(default_factory=dict)
     """Label -> objects in view now: tracked labels held for a second, others from the last look."""
+    occupancy: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Zone -> label -> tracked objects whose feet are inside now (the labels the camera's rules watch),
+    held like `counts`."""
+    zones: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    """The camera's zones (relative polygons), drawn on the live view."""
+    lines: tuple[LineView, ...] = ()
+    """The camera's lines with today's counts, drawn on the live view."""
 
     def count(self, label: str) -> int:
         return self.counts.get(label, 0)

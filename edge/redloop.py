@@ -8,6 +8,11 @@ Runtime changes (a switch, a rule added or removed, a fresh look asked for) come
 surface on other threads. They take the loop's lock, which `process` holds per frame, so a change
 lands between two frames and its effects (an event ended because its rule went away) are emitted
 through the same sinks, in order, before the next frame.
+
+A camera with lines (config `cameras.*.lines`) has a line counter (edge.rules.lines): its crossings go
+to the event machine (crossing rules) and its in/out counts to `on_lines`. A camera with zones keeps
+their occupancy (tracks whose feet are inside, per zone and watched label, held like the counts) for
+`on_occupancy` and the live view. A camera with neither does none of this work.
 """
 
 from __future__ import annotations
@@ -21,14 +26,16 @@ from typing import Protocol
 
 import numpy as np
 
-from edge.config.models import EdgeConfig
+from edge.config.models import CameraConfig, EdgeConfig
 from edge.gate import SilenceGate
-from edge.live import CameraView, KeyframeRing, LiveView, TrackView
+from edge.live import CameraView, KeyframeRing, LineView, LiveView, TrackView
 from edge.metrics import Histogram, StageTimes
 from edge.reflex.engine import DetectResult
 from edge.reflex.fire import FireDetector
 from edge.reflex.smoke import SmokeDetector
 from edge.rules import AREA_LABELS, EventMachine, Rule, Tracker, Transition
+from edge.rules.lines import LineCounter
+from edge.rules.rules import point_in_polygon
 from edge.types import Detection, Frame
 
 log = logging.getLogger("edge.redloop")
@@ -55,6 +62,10 @@ class Sink(Protocol):
 
 CountsHook = Callable[[str, dict[str, int]], None]
 """(camera, {label: objects in view}) after a woken frame changed a count."""
+LinesHook = Callable[[str, str, str, dict[str, object]], None]
+"""(camera, line, label, {"in", "out", "since"}) when a line's count changed or a new day began."""
+OccupancyHook = Callable[[str, dict[str, dict[str, int]]], None]
+"""(camera, {zone: {label: objects inside}}) after a woken frame changed an occupancy."""
 
 
 class RedLoop:
@@ -68,13 +79,27 @@ class RedLoop:
         *,
         live: LiveView | None = None,
         models: Sequence[ModelDetector] = (),
+        camera_cfg: CameraConfig | None = None,
     ) -> None:
-        """`models`: the extra models (edge.wiring.load_models), shared by every camera like `detector`."""
+        """`models`: the extra models (edge.wiring.load_models), shared by every camera like `detector`.
+        `camera_cfg`: the camera's config, for its zones and lines (default: `cfg.cameras[camera]`)."""
         self.camera = camera
         self.cfg = cfg
+        setup = camera_cfg if camera_cfg is not None else cfg.cameras.get(camera)
+        self.zones: dict[str, list[tuple[float, float]]] = dict(setup.zones) if setup is not None else {}
+        lines = dict(setup.lines) if setup is not None else {}
         self.gate = SilenceGate(cfg.gate)
         self.tracker = Tracker(cfg.events.end_after_s)
-        self.events = EventMachine(camera, rules, cfg.events)
+        self.events = EventMachine(camera, rules, cfg.events, lines=lines)
+        self.lines: LineCounter | None = None
+        if lines:
+            self.lines = LineCounter(lines, max_age_s=cfg.events.end_after_s, on_counts=self._line_counts)
+        self.on_lines: LinesHook | None = None
+        self.on_occupancy: OccupancyHook | None = None
+        self.occupancy: dict[str, dict[str, int]] = {}
+        """Zone -> label -> tracked objects whose feet are inside now (labels the camera's rules watch)."""
+        self._inside: dict[tuple[str, int], float] = {}
+        """(zone, track id) -> stream time its feet were last seen inside."""
         self.detector = detector
         self.fire: FireDetector | None = None
         self.smoke: SmokeDetector | None = None
@@ -121,7 +146,14 @@ class RedLoop:
 
     def _rules_changed(self) -> None:
         """Work out which detectors the camera's rules need, and which labels it counts."""
-        wanted = self.events.labels
+        wanted = set(self.events.labels)
+        if self.lines is not None:  # crossing rules' labels are followed over their line; lines' own too
+            crossing: dict[str, set[str]] = {}
+            for rule in self.events.rules:
+                if rule.cfg.line is not None:
+                    crossing.setdefault(rule.cfg.line, set()).add(rule.label)
+            self.lines.watch(crossing)
+            wanted |= self.lines.labels
         self.object_labels = wanted - AREA_LABELS
         # Extra models: each runs for the labels a rule here may take from a model (source any / model).
         from_models = {r.label for r in self.events.rules if r.cfg.source != "pixel"}
@@ -150,6 +182,12 @@ class RedLoop:
         else:
             self.smoke = None
         self.counts = {label: self.counts.get(label, 0) for label in sorted(wanted)}
+        if self.zones:
+            held = self.occupancy
+            self.occupancy = {
+                zone: {label: held.get(zone, {}).get(label, 0) for label in sorted(self.object_labels)}
+                for zone in self.zones
+            }
 
     def set_detect(self, on: bool) -> None:
         """The `detect` switch. Off ends the camera's open events now (nobody is looking any more);
@@ -162,6 +200,9 @@ class RedLoop:
             if not on and frame is not None:
                 self._emit(self.events.finish(frame.index, frame.pts), frame)
             self.tracker = Tracker(self.cfg.events.end_after_s)
+            self._inside.clear()
+            if self.lines is not None:
+                self.lines.forget_tracks()
             self.gate = SilenceGate(self.cfg.gate, warm=self.gate.warm)
             if self.fire is not None:
                 self.fire = FireDetector(self.cfg.fire)
@@ -194,6 +235,8 @@ class RedLoop:
             self.times.add("decode", frame.decode_ms)
         if self.keyframes is not None:
             self.keyframes.offer(frame.image, frame.pts, frame.index)
+        if self.lines is not None:
+            self.lines.tick()  # midnight: the counts start again, seen or not
         if not self.detect_enabled:
             return []
         asked, self._look_requests = self._look_requests, []
@@ -216,7 +259,10 @@ class RedLoop:
         t2 = time.perf_counter()
         height, width = frame.image.shape[:2]
         seen = self.tracker.update(detections, frame.pts)
-        transitions = self.events.step(seen, frame.index, frame.pts, width, height)
+        crossings = self.lines.step(seen, frame.pts, width, height) if self.lines is not None else []
+        transitions = self.events.step(seen, frame.index, frame.pts, width, height, crossings)
+        if self.zones and objects:
+            self._occupy(frame.pts, width, height)
         self._count(frame, objects)
         self.times.add("rules", (time.perf_counter() - t2) * 1000)
         self._emit(transitions, frame)
@@ -302,8 +348,60 @@ class RedLoop:
                     for t in self.tracker.tracks.values()
                 ),
                 counts=dict(everything),
+                occupancy={zone: dict(n) for zone, n in self.occupancy.items()},
+                zones=self.zones,
+                lines=self._line_views(),
             )
         )
+
+    def _occupy(self, pts: float, width: int, height: int) -> None:
+        """Objects whose feet are inside each zone now, per watched label. A track counts in a zone
+        until COUNT_HOLD_S after its feet were last seen inside, like the counts: neither one missed
+        detection nor one box whose bottom edge jumps over the zone's edge flaps it. Only after an
+        object look."""
+        occupancy = {zone: dict.fromkeys(labels, 0) for zone, labels in self.occupancy.items()}
+        tracks = self.tracker.tracks
+        for t in tracks.values():
+            if t.label in self.object_labels and t.last_pts == pts:  # seen in this look: where now
+                x1, _, x2, y2 = t.box
+                fx, fy = (x1 + x2) / 2 / width, y2 / height
+                for zone, polygon in self.zones.items():
+                    if point_in_polygon(fx, fy, polygon):
+                        self._inside[(zone, t.id)] = pts
+        for (zone, tid), at in list(self._inside.items()):
+            track = tracks.get(tid)
+            if track is None or pts - at > COUNT_HOLD_S or zone not in occupancy:
+                del self._inside[(zone, tid)]
+            elif track.label in occupancy[zone]:
+                occupancy[zone][track.label] += 1
+        if occupancy != self.occupancy:
+            self.occupancy = occupancy
+            if self.on_occupancy is not None:
+                self.on_occupancy(self.camera, {zone: dict(n) for zone, n in occupancy.items()})
+
+    def _line_views(self) -> tuple[LineView, ...]:
+        """The lines with today's counts, for the live view (nothing without lines)."""
+        if self.lines is None:
+            return ()
+        counts: dict[str, dict[str, tuple[int, int]]] = {}
+        for (line, label), n in self.lines.totals().items():
+            counts.setdefault(line, {})[label] = n
+        lines = self.lines.lines.items()
+        return tuple(LineView(name, tuple(c.points), counts.get(name, {})) for name, c in lines)
+
+    def _line_counts(self, line: str, label: str, counts: dict[str, object]) -> None:
+        if self.on_lines is not None:
+            self.on_lines(self.camera, line, label, counts)
+
+    @property
+    def lines_watched(self) -> dict[str, list[str]]:
+        """Line -> the labels it counts (Home Assistant's in/out sensors)."""
+        return {name: list(line.labels) for name, line in self.lines.lines.items()} if self.lines else {}
+
+    @property
+    def zones_watched(self) -> dict[str, list[str]]:
+        """Zone -> the labels its occupancy counts (Home Assistant's occupancy sensors)."""
+        return {zone: list(labels) for zone, labels in self.occupancy.items()}
 
     def _done(self, frame: Frame) -> None:
         """Frame age when the red loop is done with it: grows if the loop falls behind its camera."""

@@ -51,6 +51,9 @@ def build_rules(cfg: EdgeConfig, base_dir: Path, *, allow_empty: bool = False) -
     known = known_labels(cfg, base_dir)
     labels: list[tuple[Loc, str]] = [(("watch", i), label) for i, label in enumerate(cfg.watch)]
     labels += [(("rules", i, "label"), rule.label) for i, rule in enumerate(cfg.rules)]
+    labels += [(("cameras", cam, "lines", name, "labels", i), label)
+               for cam, cam_cfg in cfg.cameras.items() for name, line in cam_cfg.lines.items()
+               for i, label in enumerate(line.labels)]  # fmt: skip
     unknown = [(loc, label) for loc, label in labels if label not in known]
     problems = [
         cfg.problem(loc, f"unknown label {label!r} ({did_you_mean(label, known, 'labels')})")

@@ -19,6 +19,21 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 
+def read_frames(path: Path, limit: int | None = None) -> list[tuple[int, float, object]]:
+    """The first `limit` (index, pts, image) items of a clip (all of them when None), read once so
+    several tests can run the red loop over the same frames."""
+    from edge.capture import open_source
+
+    source = open_source(str(path))
+    out: list[tuple[int, float, object]] = []
+    try:
+        while (limit is None or len(out) < limit) and (item := source.read()) is not None:
+            out.append(item)
+    finally:
+        source.close()
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -106,7 +106,7 @@ def test_a_v4_database_migrates_keeping_its_rows(tmp_path: Path) -> None:
     finally:
         log.close()
     with sqlite3.connect(data / "events.db") as db, sqlite3.connect(fresh / "events.db") as new:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == migrations.LATEST == 5
+        assert db.execute("PRAGMA user_version").fetchone()[0] == migrations.LATEST >= 5
         for table in (*V5_TABLES, *V5_COLUMNS):
             assert sorted(columns(db, table)) == sorted(columns(new, table)), table
 
@@ -551,18 +551,23 @@ def test_a_runtime_camera_appears_on_mqtt_and_home_assistant_and_leaves_no_retai
     sub = Subscriber(mosquitto.port, ["reflex/dev1/#", "homeassistant/#"])
     cfg = appliance_config(tmp_path, mqtt={"url": mosquitto.url, "stats_every_s": 1.0})
     appliance = start(cfg)
-    status, entity = "reflex/dev1/door/status", "homeassistant/binary_sensor/reflex_dev1/door_online/config"
+    status, device = "reflex/dev1/door/status", "homeassistant/device/reflex_dev1/config"
+
+    def door_online() -> dict:  # the camera's component in the device's Home Assistant config
+        return json.loads(sub.last(device) or b"{}").get("cmps", {}).get("door_online", {})
+
     try:
         appliance.control.add_camera("door", CameraConfig(source=str(PEOPLE), loop=True), by="user:alice")
         assert wait_until(lambda: sub.last(status) == b"online", 20)
-        assert wait_until(lambda: bool(sub.last(entity)), 10)  # its Home Assistant entities, at once
+        assert wait_until(lambda: door_online().get("state_topic") == status, 10)  # in Home Assistant at once
         assert wait_until(
             lambda: "door" in (sub.json_on("reflex/dev1/stats") or [{}])[-1].get("cameras", {}), 10
         )
         sub.publish("reflex/dev1/door/alerts/set", "OFF")
         assert wait_until(lambda: sub.last("reflex/dev1/door/alerts/state") == b"OFF", 10)
         appliance.control.remove_camera("door", by="user:alice")
-        cleared = [status, entity, "reflex/dev1/door/alerts/state", "reflex/dev1/door/detect/state"]
+        assert wait_until(lambda: door_online() == {"p": "binary_sensor"}, 10)  # HA removes it
+        cleared = [status, "reflex/dev1/door/alerts/state", "reflex/dev1/door/detect/state"]
         assert wait_until(lambda: all(sub.last(t) == b"" for t in cleared), 10), [
             sub.last(t) for t in cleared
         ]

@@ -3,7 +3,8 @@
 One appliance (a real `edge run` with the admin page on a free loopback port, a real mosquitto, the
 people clip, the real detector) serves the whole module, and the tests run in file order like one
 admin's afternoon: the account is created on first visit, a viewer and a token are made, a camera is
-added and a zone drawn on its snapshot, the person walking there becomes an event, the page resists
+added and a zone drawn on its snapshot, the person walking there becomes an event, a line is drawn on
+the camera's snapshot and a crossing rule watches it, the page resists
 forged posts and hostile names, a heavy question goes to a real blue-loop worker, every page is
 photographed at laptop and phone size, and finally the login locks after ten wrong passwords (last,
 because a lockout keyed by address would lock every later login too).
@@ -41,6 +42,9 @@ RULE = "walkway-person"
 XSS = "<script>alert(1)</script>"
 # The floor the visitors walk on: most of the lower picture (a person counts where their feet are).
 ZONE = [(0.03, 0.55), (0.97, 0.55), (0.97, 0.98), (0.03, 0.98)]
+# A tripwire across the walkway, drawn left to right: walking down the picture (towards the camera) is "in".
+LINE, LINE_POINTS = "walkway-line", [(0.05, 0.7), (0.95, 0.7)]
+CROSSING = "walkway-crossing"
 
 PAGES = ["/", "/cameras", "/rules", "/events", "/events/1", "/ask", "/settings", "/settings/audit",
          f"/cameras/{CAMERA}/live.mjpeg"]  # fmt: skip
@@ -76,7 +80,7 @@ CHANGES = [
 ]
 
 VIEWER_BUTTONS = [
-    ("/cameras", ["#camera-save", "#camera-test"]),
+    ("/cameras", ["#camera-save", "#camera-test", "#line-new"]),
     ("/rules", ["#rule-save", "#rule-preview-save", "#zone-clear"]),
     ("/settings", ["#user-form [type=submit]", "#token-form [type=submit]"]),
     ("/ask", ["#ask-submit"]),
@@ -87,7 +91,8 @@ AUDITED = [  # (what, the action says, the row names)
     ("user added", r"user", VIEWER),
     ("token made", r"token", "ci-script"),
 ]
-SHOT_PAGES = [("dashboard", "/"), ("cameras", "/cameras"), ("rules", "/rules"), ("events", "/events"),
+SHOT_PAGES = [("dashboard", "/"), ("cameras", "/cameras"), ("camera", f"/cameras/{CAMERA}"),
+              ("rules", "/rules"), ("events", "/events"),
               ("event", "/events/<event>"), ("ask", "/ask"), ("settings", "/settings"),
               ("audit", "/settings/audit")]  # fmt: skip
 
@@ -468,6 +473,89 @@ def test_the_admin_adds_a_camera_draws_a_zone_and_a_person_walking_there_becomes
     finally:
         page.close()
         sub.close()
+
+
+def test_the_admin_draws_a_line_on_the_cameras_snapshot_and_a_crossing_rule_watches_it(
+    appliance: Appliance, admin: BrowserContext
+) -> None:
+    page = admin.new_page()
+    try:
+        page.goto(f"/cameras/{CAMERA}")
+        wait_image(page, "#line-snapshot", 40, src="/snapshot.jpg")
+        snapshot = page.locator("#line-snapshot")
+        box = snapshot.bounding_box()
+        assert box and box["width"] > 100, box
+
+        def at(x: float, y: float) -> dict[str, float]:
+            return {"x": x * box["width"], "y": y * box["height"]}
+
+        status = page.locator("#line-status")
+        snapshot.click(position=at(0.5, 0.5), force=True)  # before New line: it says what to do
+        expect(status).to_contain_text("New line")
+        page.locator("#line-new").click()  # without a name: it asks for one
+        expect(status).to_contain_text("Name the line")
+        page.locator("#line-name").fill(LINE)
+        page.locator("#line-new").click()
+        (x0, y0), (x1, y1) = LINE_POINTS
+        snapshot.click(position=at(x0, y0), force=True)
+        snapshot.click(position=at(0.5, 0.2), force=True)
+        page.locator("#line-undo").click()  # the stray point goes
+        snapshot.dblclick(position=at(x1, y1), force=True)  # the last point, and the line is done
+        item = page.locator(f'#line-list li[data-line="{LINE}"]')
+        expect(item).to_contain_text("2 points")
+        drawn = page.locator(f'#line-svg g[data-line="{LINE}"]')
+        expect(drawn.locator("polyline")).to_have_count(1)
+        # The "in" arrow points to the right-hand side walking from the first point to the last: down here.
+        line_y = drawn.locator("circle.first").bounding_box()["y"]
+        word = drawn.locator("text.line-in")
+        expect(word).to_have_text("in")
+        assert word.bounding_box()["y"] > line_y + 5, (word.bounding_box(), line_y)
+        assert drawn.locator("text.line-out").bounding_box()["y"] < line_y - 5
+        item.locator("select.line-direction").select_option("in")
+        expect(drawn.locator("text.line-out.faded")).to_have_count(1)  # out no longer alerts
+        item.locator("input.line-labels").fill("person")
+        lines = json.loads(page.locator("#camera-form [name=lines]").input_value())
+        assert lines[LINE]["direction"] == "in" and len(lines[LINE]["points"]) == 2, lines
+        for (x, y), (lx, ly) in zip(LINE_POINTS, lines[LINE]["points"], strict=True):
+            assert abs(x - lx) < 0.02 and abs(y - ly) < 0.02, (LINE_POINTS, lines)
+        page.locator("#camera-save").click()
+        expect(page.locator(f'tr[data-camera="{CAMERA}"] td.lines')).to_contain_text(LINE)
+
+        # The camera's config has the line (the API shows what the control surface holds), and the camera
+        # still captures (it was restarted with the line).
+        camera = next(c for c in admin.request.get("/api/cameras").json()["cameras"] if c["name"] == CAMERA)
+        saved = camera["lines"][LINE]
+        assert saved["direction"] == "in" and saved["labels"] == ["person"] and len(saved["points"]) == 2, (
+            camera
+        )
+        assert wait_until(lambda: admin.request.get(f"/api/cameras/{CAMERA}/live.jpg").status == 200, 30)
+        page.goto(f"/cameras/{CAMERA}")  # drawn again from the saved config
+        expect(page.locator(f'#line-svg g[data-line="{LINE}"] text.line-in')).to_have_text("in")
+
+        # A crossing rule on it: the line is offered for the camera, the zone editor gives way to it.
+        page.goto("/rules")
+        form = page.locator("#rule-form")
+        form.locator("[name=name]").fill(CROSSING)
+        form.locator("select[name=label]").select_option("person")
+        form.locator("select[name=camera]").select_option(CAMERA)
+        expect(form.locator("select[name=direction]")).to_be_disabled()
+        form.locator("select[name=line]").select_option(LINE)
+        expect(page.locator("#zone-editor")).to_be_hidden()
+        form.locator("select[name=direction]").select_option("in")
+        page.locator("#rule-save").click()
+        row = page.locator(f'tr[data-rule="{CROSSING}"]')
+        expect(row).to_be_visible()
+        expect(row.locator("td.zone")).to_contain_text(f"line {LINE}")
+        expect(row.locator("td.modes")).to_contain_text("home")
+        rule = next(r for r in admin.request.get("/api/rules").json()["rules"] if r["name"] == CROSSING)
+        assert (rule["line"], rule["direction"], rule["zone"], rule["cameras"]) == (
+            LINE,
+            "in",
+            None,
+            [CAMERA],
+        )
+    finally:
+        page.close()
 
 
 POST_FORMS = """() => [...document.querySelectorAll('form')]

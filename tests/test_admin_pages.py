@@ -53,6 +53,8 @@ CAMERA = "lobby"
 XSS = "<script>alert(1)</script>"
 IN_VIEW = 120
 """By this frame the clip's first visitor has been in view for a while (tests/test_scan.py VISITS)."""
+DOOR = {"points": [[0.05, 0.62], [0.95, 0.62]], "direction": "in", "labels": ["person"]}
+"""The config camera's line: across the floor (walking down the picture is "in")."""
 
 
 class Rig:
@@ -63,7 +65,7 @@ class Rig:
             watch=[],
             data_dir=str(data),
             model=ModelConfig(path=str(MODEL)),
-            cameras={CAMERA: {"source": str(PEOPLE)}},
+            cameras={CAMERA: {"source": str(PEOPLE), "lines": {"door": DOOR}}},
             admin={"listen": "127.0.0.1:8080"},
         )
         self.events = EventLog(data, reserve_bytes=0)
@@ -277,6 +279,23 @@ def test_cameras_are_listed_masked_and_test_connection_says_why_not(rig: Rig, ad
     assert changed.status_code == 400 and "config file" in changed.json()["error"], changed.text
 
 
+def test_a_config_cameras_lines_are_listed_and_shown_read_only(rig: Rig, admin: httpx.Client) -> None:
+    camera = admin.get("/api/cameras").json()["cameras"][0]
+    assert camera["lines"] == {"door": DOOR}, camera
+    page = admin.get(f"/cameras/{CAMERA}")
+    assert page.status_code == 200, page.text[:300]
+    html = page.text
+    assert 'id="camera-readonly"' in html and "config file" in html and 'data-line="door"' in html
+    assert 'data-readonly="1"' in html and "in · person" in html
+    assert html.count('id="line-editor"') == 1  # the add form below has none: one editor per page
+    assert re.search(r'<td class="lines">\s*door <span class="muted">\(in\)</span>', html), (
+        "no line in the list"
+    )
+    changed = api(admin, "PUT", f"/api/cameras/{CAMERA}", {"lines": {}})
+    assert changed.status_code == 400 and "config file" in changed.json()["error"], changed.text
+    assert rig.control.camera_entries()[0].cfg.lines["door"].direction == "in"
+
+
 # -- rules -------------------------------------------------------------------------------------------
 
 
@@ -332,6 +351,63 @@ def test_the_rule_form_saves_a_zone_and_shows_refusals_as_text(rig: Rig, admin: 
     assert 'name="replace" value="1"' in edit and "[[0.1, 0.5]" in edit
     assert 'id="rule-readonly"' in admin.get("/rules/fire").text
     assert form(admin, "/rules/walkway/delete", {}).status_code == 302
+
+
+def test_a_crossing_rule_takes_a_line_and_a_direction_and_the_list_says_in_which_modes_rules_alert(
+    rig: Rig, admin: httpx.Client
+) -> None:
+    html = admin.get("/rules").text
+    assert re.search(r'<option value="door" data-cameras="lobby"[^>]*>door \(lobby\)</option>', html), (
+        "the camera's line is not offered"
+    )
+    fields = {"name": "door-out", "label": "person", "camera": CAMERA, "line": "door", "direction": "out",
+              "min_score": "0.5", "severity": "info"}  # fmt: skip
+    saved = form(admin, "/rules", fields)
+    assert saved.status_code == 302, saved.text[:500]
+    rule = next(r for r in admin.get("/api/rules").json()["rules"] if r["name"] == "door-out")
+    assert (rule["line"], rule["direction"], rule["zone"]) == ("door", "out", None), rule
+    assert rule["active_in"] == ["home", "away", "night"] and rule["active"] is True, rule
+    loop_rule = next(r for r in rig.loop.events.rules if r.name == "door-out")
+    assert loop_rule.cfg.line == "door"  # the red loop runs it
+    edit = admin.get("/rules/door-out").text
+    assert re.search(r'<option value="door" data-cameras="lobby" selected>', edit), "the line is not chosen"
+    assert re.search(r'<option value="out" selected>', edit), "the direction is not chosen"
+
+    # Refusals are one line next to the form: a line the camera lacks (from the control surface), a
+    # zone and a line at once, a direction that is not one.
+    refusals = [
+        ({"name": "gate-in", "line": "gate"}, "rule 'gate-in': camera 'lobby' has no line 'gate'"),
+        ({"name": "both", "zone": json.dumps(ZONE)}, "a rule watches a zone or a line, not both"),
+        ({"name": "sideways", "direction": "sideways"}, "direction: 'sideways' is not one of in, out, both"),
+    ]
+    for change, message in refusals:
+        refused = form(admin, "/rules", {**fields, **change})
+        assert refused.status_code == 400, change
+        error = re.search(r'<p id="rule-error"[^>]*>([^<]*)</p>', refused.text).group(1)
+        assert message in error.replace("&#39;", "'") and "\n" not in error, (change, error)
+    api_refused = api(admin, "POST", "/api/rules", {"name": "loose", "label": "person", "direction": "in"})
+    assert (
+        api_refused.status_code == 400
+        and "direction is for a rule with a line" in api_refused.json()["error"]
+    )
+    unknown = api(admin, "POST", "/api/rules", {"name": "gate", "label": "person", "line": "gate"})
+    assert (
+        unknown.status_code == 400
+        and unknown.json()["error"] == "rule 'gate': camera 'lobby' has no line 'gate'"
+    )
+
+    # The list: the line and direction, and in which modes each rule alerts (the one on now in bold).
+    away = api(admin, "POST", "/api/rules", {"name": "away-only", "label": "person", "modes": ["away"]})
+    assert away.status_code == 201 and away.json()["active_in"] == ["away"] and away.json()["active"] is False
+    html = admin.get("/rules").text
+    row = re.search(r'<tr data-rule="door-out">.*?</tr>', html, re.S).group()
+    assert "line door" in row and "(out)" in row and "<strong>home</strong>, away, night" in row, row
+    row = re.search(r'<tr data-rule="away-only">.*?</tr>', html, re.S).group()
+    assert '<td class="modes">away <span class="badge muted">off now</span></td>' in row, row
+    fire = re.search(r'<tr data-rule="fire">.*?</tr>', html, re.S).group()
+    assert "<strong>home</strong>, away, night" in fire, fire  # fire alerts in every mode
+    for name in ("door-out", "away-only"):
+        assert api(admin, "DELETE", f"/api/rules/{name}").status_code == 200
 
 
 def test_a_sentence_is_previewed_as_a_rule_and_saved(rig: Rig, admin: httpx.Client) -> None:
@@ -544,6 +620,106 @@ def test_a_camera_added_on_the_page_captures_and_its_password_is_never_shown(tmp
         assert api(client, "DELETE", "/api/cameras/yard").status_code == 200
         assert [c["name"] for c in client.get("/api/cameras").json()["cameras"]] == ["gate"]
         assert client.get("/api/cameras/door/live.jpg").status_code == 404
+    finally:
+        client.close()
+        appliance.stop()
+
+
+WALKWAY = {"points": [[0.02, 0.6], [0.5, 0.64], [0.98, 0.6]], "direction": "both", "labels": ["person"]}
+
+
+def test_a_runtime_cameras_lines_are_saved_through_the_control_surface_and_watched_by_crossing_rules(
+    tmp_path: Path,
+) -> None:
+    """Lines of a camera added on the page: posted with the form (the JSON the line editor fills in) and
+    through the API, checked by the config's own rules, applied by the control surface (the camera's red
+    loop counts them at once) and audited; a line a crossing rule watches cannot be taken away."""
+    from edge.appliance import Appliance
+    from edge.config.models import CameraConfig
+    from edge.wiring import build_rules
+
+    port = free_port()
+    cfg = EdgeConfig(
+        data_dir=str(tmp_path / "data"), device={"id": "pages3"}, model=ModelConfig(path=str(MODEL)),
+        watch=[], cameras={"gate": CameraConfig(source=str(PEOPLE), enabled=False)},
+        admin={"listen": f"127.0.0.1:{port}"},
+    )  # fmt: skip
+    appliance = Appliance(cfg, REPO, build_rules(cfg, REPO, allow_empty=True))
+    appliance.start()
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False, timeout=20)
+
+    def door() -> CameraConfig:
+        return next(e for e in appliance.control.camera_entries() if e.name == "door").cfg
+
+    def post(fields: dict[str, Any]) -> httpx.Response:
+        return form(client, "/cameras", {"source": str(PEOPLE), "enabled": "on", **fields}, "/cameras")
+
+    try:
+        set_up_admin(client)
+        added = post({"name": "door", "lines": json.dumps({"walkway": WALKWAY})})
+        assert added.status_code == 302, added.text[:500]
+        assert door().lines["walkway"].model_dump(mode="json") == WALKWAY
+        loop = appliance.control.loops["door"]
+        assert loop.lines is not None and list(loop.lines.lines) == ["walkway"]  # counted at once
+        listed = {c["name"]: c for c in client.get("/api/cameras").json()["cameras"]}
+        assert listed["door"]["lines"] == {"walkway": WALKWAY} and listed["gate"]["lines"] == {}
+        edit = client.get("/cameras/door").text
+        assert 'id="line-editor"' in edit and "data-readonly" not in edit
+        hidden = re.search(r'<input type="hidden" name="lines" value="([^"]*)">', edit).group(1)
+        assert json.loads(hidden.replace("&#34;", '"').replace("&quot;", '"')) == {"walkway": WALKWAY}
+
+        # A line the config would refuse is refused next to the form, in one line; nothing changes.
+        bad = {"walkway": {**WALKWAY, "points": [[0.1, 0.1]]}}
+        refused = post({"name": "door", "replace": "1", "lines": json.dumps(bad)})
+        assert refused.status_code == 400
+        error = re.search(r'<p id="camera-error"[^>]*>([^<]*)</p>', refused.text).group(1)
+        assert "a line needs at least 2 points" in error, error
+        assert post({"name": "door", "replace": "1", "lines": "[1, 2"}).status_code == 400
+        assert len(door().lines["walkway"].points) == 3
+
+        # The API takes lines too; a PUT without them keeps them, as a form without the field does.
+        exit_line = {"points": [[0.1, 0.3], [0.1, 0.9]], "direction": "out", "labels": ["person"]}
+        put = api(client, "PUT", "/api/cameras/door", {"lines": {"walkway": WALKWAY, "exit": exit_line}})
+        assert put.status_code == 200 and set(put.json()["lines"]) == {"walkway", "exit"}, put.text
+        wrong = api(client, "PUT", "/api/cameras/door", {"lines": {"exit": {**exit_line, "direction": "up"}}})
+        assert wrong.status_code == 400 and "direction" in wrong.json()["error"], wrong.text
+        assert api(client, "PUT", "/api/cameras/door", {"fps": 5}).json()["lines"]["exit"] == exit_line
+        assert post({"name": "door", "replace": "1"}).status_code == 302 and set(door().lines) == {
+            "walkway",
+            "exit",
+        }
+        assert set(appliance.control.loops["door"].lines.lines) == {"walkway", "exit"}
+
+        # A crossing rule on the line; the line it watches cannot go while it does.
+        rule = {
+            "name": "walkway-in",
+            "label": "person",
+            "cameras": ["door"],
+            "line": "walkway",
+            "direction": "in",
+        }
+        made = api(client, "POST", "/api/rules", rule)
+        assert made.status_code == 201 and made.json()["line"] == "walkway", made.text
+        nope = api(client, "POST", "/api/rules", {**rule, "name": "nope", "line": "nope"})
+        assert (
+            nope.status_code == 400
+            and nope.json()["error"] == "rule 'nope': camera 'door' has no line 'nope'"
+        )
+        kept = post({"name": "door", "replace": "1", "lines": json.dumps({"exit": exit_line})})
+        assert kept.status_code == 400 and "watched by rule" in kept.text and "walkway" in set(door().lines)
+        assert api(client, "DELETE", "/api/rules/walkway-in").status_code == 200
+        assert post({"name": "door", "replace": "1", "lines": ""}).status_code == 302
+        assert door().lines == {} and appliance.control.loops["door"].lines is None
+
+        changes = [r for r in appliance.events.audit_log() if r["action"].startswith("camera.")]
+        assert [r["detail"]["lines"] for r in reversed(changes)] == [
+            ["walkway"],
+            ["exit", "walkway"],
+            ["exit", "walkway"],
+            ["exit", "walkway"],
+            [],
+        ], changes
+        assert all(r["who"] == f"user:{ADMIN}" for r in changes)
     finally:
         client.close()
         appliance.stop()

@@ -14,7 +14,6 @@ from pathlib import Path
 import cv2
 import pytest
 
-from edge.capture import open_source
 from edge.config import EdgeConfig, RuleConfig
 from edge.config.models import ModelConfig
 from edge.control import Control, ControlError
@@ -28,7 +27,7 @@ from edge.store import EventLog
 from edge.types import Frame
 from edge.wiring import known_labels
 from tests.conftest import DATA, MODEL, REPO, needs_shared
-from tests.support import Mosquitto, Subscriber, wait_until
+from tests.support import Mosquitto, Subscriber, read_frames, wait_until
 from tests.test_bus import Edge
 
 pytestmark = needs_shared
@@ -53,12 +52,7 @@ class Recorder:
 @pytest.fixture(scope="module")
 def frames() -> list[tuple[int, float, object]]:
     """The first 260 frames of the people clip (one whole visit and the quiet after it)."""
-    source = open_source(str(PEOPLE))
-    out = []
-    while len(out) < 260 and (item := source.read()) is not None:
-        out.append(item)
-    source.close()
-    return out
+    return read_frames(PEOPLE, 260)
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge.admin")
 
-BLUEPRINTS = ("auth", "settings", "dashboard", "cameras", "rules", "events", "ask")
+BLUEPRINTS = ("auth", "settings", "dashboard", "modes", "cameras", "rules", "events", "ask")
 """Modules of edge.admin that each define `bp`, one per area of the page."""
 
 

@@ -1,7 +1,9 @@
 """Cameras: list, add, change, remove, and "test connection" before saving.
 
 Every change goes through the control surface (`add_camera` / `remove_camera`), which refuses
-config-file cameras and stores runtime ones so they come back after a restart. Sources are shown
+config-file cameras and stores runtime ones so they come back after a restart. A runtime camera's lines
+(tripwires) are drawn on its picture in the form (cameras.js) and posted as one JSON field, `lines`
+(CameraConfig.lines); a config-file camera's page shows them read-only. Sources are shown
 with any URL password masked; a form sent back with the masked source keeps the stored one, so
 editing a camera never needs its password again and the page never shows it.
 """
@@ -9,6 +11,7 @@ editing a camera never needs its password again and the page never shows it.
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import cv2
@@ -30,7 +33,7 @@ from edge.admin.pages import (
     one_line,
     remote_addr,
 )
-from edge.config.models import CameraConfig
+from edge.config.models import LINE_AREA_LABELS, CameraConfig
 from edge.control import CameraEntry, ControlError
 from edge.redact import redact
 
@@ -58,6 +61,7 @@ def camera_row(entry: CameraEntry, status: dict[str, Any]) -> dict[str, Any]:
         "detect": cfg.detect,
         "alerts": cfg.alerts,
         "zones": {name: [list(p) for p in poly] for name, poly in cfg.zones.items()},
+        "lines": {name: line.model_dump(mode="json") for name, line in cfg.lines.items()},
         "online": bool(state.get("online", False)),
         "reason": state.get("reason", ""),
     }
@@ -96,21 +100,56 @@ def _form_values() -> dict[str, Any]:
         values["fps"] = float(fps) if fps else None
     except ValueError:
         raise ValueError(f"fps: {fps!r} is not a number") from None
+    if "lines" in form:  # a form without the field (an old page) keeps the camera's lines
+        values["lines"] = _lines_field(form.get("lines", ""))
     return values
 
 
-def _render(error: str | None = None, editing: str | None = None, form: dict | None = None) -> str:
-    status = current_services().status()
+def _lines_field(text: str) -> dict[str, Any]:
+    """The form's `lines` field: {name: {points, direction, labels}} as JSON ("" : no lines)."""
+    if not text.strip():
+        return {}
+    try:
+        lines = json.loads(text)
+    except ValueError:
+        raise ValueError("lines: not a JSON object of lines") from None
+    if not isinstance(lines, dict):
+        raise ValueError("lines: not a JSON object of lines")
+    return lines
+
+
+def _lines_json(form: dict[str, Any]) -> str:
+    """The form's lines as the hidden field holds them (a row's dict, or the posted text kept)."""
+    lines = form.get("lines")
+    if isinstance(lines, str):
+        return lines
+    return json.dumps(lines or {})
+
+
+def _render(
+    error: str | None = None,
+    editing: str | None = None,
+    form: dict | None = None,
+    readonly: dict[str, Any] | None = None,
+) -> str:
+    services = current_services()
+    status = services.status()
     entries = _entries()
     rows = [camera_row(e, status) for e in entries.values()]  # config cameras first, as the control has them
     if form is None and editing and editing in entries:
         form = {**camera_row(entries[editing], status), "name": editing}
+    form = form or {"enabled": True}
+    labels = sorted(set(services.control.known_labels) - LINE_AREA_LABELS)
     return render_template(
         "cameras.html",
         rows=rows,
         error=error,
         editing=editing,
-        form=form or {"enabled": True},
+        form=form,
+        lines_json=_lines_json(form),
+        line_labels=labels,
+        readonly=readonly,
+        readonly_lines_json=json.dumps(readonly["lines"]) if readonly else "",
         admin=is_admin(),
     )
 
@@ -127,8 +166,8 @@ def edit(name: str) -> ResponseReturnValue:
     entry = _entries().get(name)
     if entry is None:
         return _render(error=f"no camera named {name!r}"), 404
-    if entry.origin == "config":
-        return _render(error=f"camera {name!r} comes from the config file; change it there"), 400
+    if entry.origin == "config" or not is_admin():  # read-only, lines and all (a config one: in the file)
+        return _render(readonly=camera_row(entry, current_services().status()))
     return _render(editing=name)
 
 

@@ -47,9 +47,10 @@ def _no_store(response: Response) -> Response:
 @bp.get("/")
 @login_required_any
 def index() -> str:
-    status = current_services().status()
+    services = current_services()
+    status, mode = services.status(), services.control.mode_state()
     now_text = time.strftime("%H:%M:%S")
-    return render_template("dashboard.html", status=status, now_text=now_text, admin=is_admin())
+    return render_template("dashboard.html", status=status, now_text=now_text, admin=is_admin(), mode=mode)
 
 
 @bp.get("/api/status")

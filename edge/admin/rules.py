@@ -1,4 +1,6 @@
-"""Rules: the list, the edit form (zone drawn on the camera's picture), and rules from a sentence.
+"""Rules: the list, the edit form (zone drawn on the camera's picture, or a line of the camera and a
+direction for a crossing rule), and rules from a sentence. The list says in which modes each rule alerts
+(Control.rule_modes) and whether it alerts now (the mode on now).
 
 Rules from the config file are shown read-only with the file and line they come from; runtime
 rules (origin `admin` or `instruction`) are changed through the control surface, which checks a rule
@@ -36,13 +38,17 @@ bp = Blueprint("rules", __name__)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 SEVERITIES = ("info", "warning", "critical")
 NUMBERS = ("min_score", "min_area", "dwell_s", "cooldown_s", "repeat_s")
+DIRECTIONS = ("in", "out", "both")
 
 
 def rule_row(entry: Any) -> dict[str, Any]:
     """One rule as the list and `GET /api/rules` show it: its config plus where it comes from."""
+    control = current_services().control
     cfg = entry.rule.cfg.model_dump(mode="json")
-    source = current_services().control.rule_source(entry.rule.name) if entry.origin == "config" else None
-    return {**cfg, "origin": entry.origin, "source": source}
+    source = control.rule_source(entry.rule.name) if entry.origin == "config" else None
+    active_in = control.rule_modes(entry.rule.cfg)
+    return {**cfg, "origin": entry.origin, "source": source, "active_in": active_in,
+            "active": control.mode in active_in}  # fmt: skip
 
 
 def _rules() -> dict[str, Any]:
@@ -77,6 +83,14 @@ def form_to_config(form: Any) -> dict[str, Any]:
         if not isinstance(points, list):
             raise ValueError("zone: not a list of points")
         values["zone"] = points or None
+    line = (form.get("line") or "").strip()
+    if line:  # a crossing rule: the line (and direction) instead of a zone
+        values["line"] = line
+        direction = (form.get("direction") or "").strip()
+        if direction:
+            if direction not in DIRECTIONS:
+                raise ValueError(f"direction: {direction!r} is not one of {', '.join(DIRECTIONS)}")
+            values["direction"] = direction
     zone_name = (form.get("zone_name") or "").strip()
     if zone_name and values.get("zone") and zone == (form.get("zone_was") or "").strip():
         values["zone_name"] = zone_name  # the zone is still the named camera zone it was copied from
@@ -110,6 +124,8 @@ def _form_of(cfg: dict[str, Any]) -> dict[str, Any]:
     form["camera"] = ",".join(cfg.get("cameras") or [])
     form["zone"] = json.dumps(cfg.get("zone")) if cfg.get("zone") else ""
     form["zone_was"] = form["zone"]
+    form["line"] = cfg.get("line") or ""
+    form["direction"] = cfg.get("direction") or ""
     schedule = cfg.get("schedule") or []
     first = schedule[0] if schedule else {}
     form["days"] = first.get("days", [])
@@ -132,6 +148,16 @@ def _camera_options(rules: dict[str, Any]) -> list[str]:
     return options
 
 
+def _line_options() -> list[tuple[str, list[str]]]:
+    """Every line name of the cameras, with the cameras that have it (the form's line choice; the page's
+    script offers only the chosen camera's)."""
+    found: dict[str, list[str]] = {}
+    for entry in current_services().control.camera_entries():
+        for name in entry.cfg.lines:
+            found.setdefault(name, []).append(entry.name)
+    return sorted(found.items())
+
+
 def _render(
     *,
     error: str | None = None,
@@ -152,6 +178,9 @@ def _render(
         labels=sorted(control.known_labels),
         cameras=control.cameras(),
         camera_options=_camera_options(rules),
+        line_options=_line_options(),
+        directions=DIRECTIONS,
+        mode=control.mode,
         channels=sorted(control.push_channels),
         days=DAYS,
         severities=SEVERITIES,

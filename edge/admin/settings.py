@@ -71,6 +71,7 @@ def settings_view(cfg: EdgeConfig) -> dict[str, Any]:
             "protocol": mqtt.protocol,
             "discovery": mqtt.discovery,
             "discovery_prefix": mqtt.discovery_prefix,
+            "discovery_style": mqtt.discovery_style,
         },
         "push": push,
         "blueloop": {"llm": cfg.blueloop.llm},

@@ -1,4 +1,5 @@
-"""Commands received over MQTT: camera switches and instructions (`ask`), handed to the control surface.
+"""Commands received over MQTT: camera switches, the mode and instructions (`ask`), handed to the
+control surface.
 
 Everything arriving here is untrusted bytes. Each message is checked completely before anything
 changes; a message that is malformed, oversized or names something unknown changes nothing and gets
@@ -37,6 +38,7 @@ class Commands:
     def subscribe(self, bus: Bus) -> None:
         bus.subscribe(self.topics.ask, self)
         bus.subscribe(self.topics.switch_commands, self)
+        bus.subscribe(self.topics.mode_set, self)
 
     def __call__(self, message: Received) -> None:
         topic_, payload = message.topic, message.payload
@@ -51,6 +53,13 @@ class Commands:
                 request = self._parse_ask(payload)
                 ask_id = request["id"]
                 self.control.ask(ask_id, request["text"], request["camera"], "mqtt")
+            elif rest == ["mode", "set"]:
+                if message.retained:
+                    raise CommandError(
+                        "a retained mode command is not taken (it would switch again on every reconnect); "
+                        "publish it without retain"
+                    )
+                self.control.set_mode(_mode_name(payload), by="mqtt")
             elif len(rest) == 3 and rest[2] == "set":
                 self.control.set_switch(rest[0], rest[1], _on_off(payload), by="mqtt")
             else:
@@ -91,6 +100,16 @@ def _on_off(payload: bytes) -> bool:
     if value not in (ON, OFF):
         raise CommandError(f"payload {value[:40]!r} is not ON or OFF")
     return value == ON
+
+
+def _mode_name(payload: bytes) -> str:
+    try:
+        value = payload.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise CommandError("payload is not UTF-8 text (expected a mode name)") from None
+    if not value:
+        raise CommandError("payload is empty (expected a mode name)")
+    return value[:64]
 
 
 def _json(payload: bytes) -> Any:

@@ -23,7 +23,8 @@ Why it is built this way:
   are "latest value" topics: kept in memory, published retained, and all re-published on every
   connect (a broker restarted without persistence gets them back at once). Retained messages of
   ours that are not current state (a removed camera's count and JPEG, a removed rule's discovery
-  config) are found by a short sweep after each connect and cleared.
+  config) are found by a short sweep after each connect and cleared, or handed to the filter's
+  handler (Home Assistant's discovery migration needs its messages in an order: `publish_once`).
 - **Subscriptions are registered, not hard-coded.** `subscribe(filter, handler)` (shared
   subscriptions `$share/group/...` included); handlers run on the command thread, never on paho's.
 - **The bus thread has a heartbeat** (edge.notify, `start(heart)`): it beats on every pass, while it
@@ -187,6 +188,8 @@ class Received:
 
 
 Handler = Callable[[Received], None]
+StaleHandler = Callable[[dict[str, bytes]], None]
+"""Given the stale retained messages (topic -> payload) a sweep found under its filter."""
 _Inflight = tuple[str, int, str]
 """('db', outbox id, message id) or ('mem', memory token, message id)."""
 Acked = tuple[str, int, str, float]
@@ -230,6 +233,9 @@ class Bus:
         self._subscriptions: dict[str, tuple[int, Handler]] = {}
         self._subs_changed = False
         self._sweep_filters: list[str] = []
+        self._sweep_handlers: dict[str, StaleHandler] = {}
+        self._once: list[tuple[str, bytes, int, bool]] = []
+        """Messages to publish once, in order, after the state (`publish_once`)."""
         self._commands: queue.Queue[Received | None] = queue.Queue(COMMAND_QUEUE)
         self._overflow: deque[Received] = deque()
         self._threads: list[threading.Thread] = []
@@ -250,10 +256,21 @@ class Bus:
             self._subs_changed = True
         self._wake.set()
 
-    def sweep(self, topic_filter: str) -> None:
+    def sweep(self, topic_filter: str, on_stale: StaleHandler | None = None) -> None:
         """Retained messages under `topic_filter` that are not current state get cleared after every
-        connect (HA discovery configs, a removed camera's counts and snapshot)."""
+        connect (HA discovery configs, a removed camera's counts and snapshot). With `on_stale`, they
+        are handed to it instead (on the sweep's thread), with those of every filter that has the same
+        handler, all at once, to deal with in the right order (Home Assistant's discovery migration)."""
         self._sweep_filters.append(topic_filter)
+        if on_stale is not None:
+            self._sweep_handlers[topic_filter] = on_stale
+
+    def publish_once(self, messages: list[tuple[str, bytes, bool]], qos: int = 1) -> None:
+        """Publish (topic, payload, retain) `messages` now, in this order, after pending state; once:
+        not state, so not re-published after a reconnect (lost with the connection)."""
+        with self._state_lock:
+            self._once.extend((topic_, payload, qos, retain) for topic_, payload, retain in messages)
+        self._wake.set()
 
     def start(self, heart: Heart = NO_HEART) -> None:
         """The bus thread (beating `heart`) and the command thread."""
@@ -475,8 +492,11 @@ class Bus:
         with self._state_lock:
             dirty = [(t, *self._state[t]) for t in self._dirty]
             self._dirty.clear()
+            once, self._once = self._once, []
         for topic_, payload, qos in dirty:
             client.publish(topic_, payload, qos=qos, retain=True)
+        for topic_, payload, qos, retain in once:
+            client.publish(topic_, payload, qos=qos, retain=retain)
 
     def _commit_acks(self, acked: list[Acked]) -> None:
         if not acked:
@@ -531,15 +551,29 @@ class Bus:
         client.loop_stop()
         with contextlib.suppress(Exception):
             client.disconnect()
+        handed: dict[StaleHandler, dict[str, bytes]] = {}  # one call per handler, with all of its
         for topic_, payload in found.items():
-            self._clear_if_stale(topic_, payload)
+            handler = next((h for f, h in self._sweep_handlers.items() if mqtt.topic_matches_sub(f, topic_)),
+                           None)  # fmt: skip
+            if handler is None:
+                self._clear_if_stale(topic_, payload)
+            elif self._stale(topic_, payload):
+                handed.setdefault(handler, {})[topic_] = payload
+        for handler, stale in handed.items():
+            try:
+                handler(stale)
+            except Exception:
+                log.exception("MQTT: cannot deal with %d stale retained message(s): %s", len(stale),
+                              ", ".join(sorted(stale)))  # fmt: skip
+
+    def _stale(self, topic_: str, payload: bytes) -> bool:
+        if not payload or topic_ == self.availability or topic_.endswith("/set"):
+            return False
+        with self._state_lock:
+            return topic_ not in self._state
 
     def _clear_if_stale(self, topic_: str, payload: bytes) -> None:
-        if topic_ == self.availability or topic_.endswith("/set"):
-            return
-        with self._state_lock:
-            current = topic_ in self._state
-        if payload and not current:
+        if self._stale(topic_, payload):
             log.info("MQTT: clearing retained %s (no longer configured)", topic_)
             self.set_state(topic_, b"")
 

@@ -36,6 +36,10 @@ class RetainedState:
         """Event id -> ((camera, rule), counts) of the events open now."""
         self._lock = threading.Lock()
         self._counts: dict[str, dict[str, int]] = {}
+        self._occupancy: dict[str, dict[str, dict[str, int]]] = {}
+        """Camera -> zone -> label -> objects inside, as last published."""
+        self._lines: dict[str, set[tuple[str, str]]] = {}
+        """Camera -> (line, label) of the line counts published."""
 
     def handle(self, tr: Transition, frame: Frame) -> None:
         ev = tr.event
@@ -85,6 +89,33 @@ class RetainedState:
             known[label] = n
             self.bus.set_state(self.topics.count(camera, label), str(n))
 
+    def lines(self, camera: str, line: str, label: str, counts: dict) -> None:
+        """A line's crossings since `since` (local midnight, or the start that day): {in, out, since}."""
+        self._lines.setdefault(camera, set()).add((line, label))
+        payload = {"v": 1, "in": counts["in"], "out": counts["out"], "since": counts["since"]}
+        self.bus.set_state(self.topics.line(camera, line, label), json.dumps(payload))
+
+    def lines_removed(self, camera: str) -> None:
+        """A removed camera's line counts are cleared, not left saying the day's numbers forever."""
+        for line, label in self._lines.pop(camera, set()):
+            self.bus.set_state(self.topics.line(camera, line, label), b"")
+
+    def occupancy(self, camera: str, zone: str, label: str, n: int) -> None:
+        self._occupancy.setdefault(camera, {}).setdefault(zone, {})[label] = n
+        self.bus.set_state(self.topics.occupancy(camera, zone, label), str(n))
+
+    def zones(self, camera: str, occupancy: dict[str, dict[str, int]]) -> None:
+        """A camera's whole occupancy (zone -> label -> n): each published; a zone or label no longer
+        there is cleared (its rule went away, the camera was removed: `{}`)."""
+        known = self._occupancy.get(camera, {})
+        for zone, labels in known.items():
+            for label in set(labels) - set(occupancy.get(zone, {})):
+                self.bus.set_state(self.topics.occupancy(camera, zone, label), b"")
+        self._occupancy[camera] = {}
+        for zone, labels in occupancy.items():
+            for label, n in labels.items():
+                self.occupancy(camera, zone, label, n)
+
     def snapshot(self, camera: str, path: Path) -> None:
         with contextlib.suppress(OSError):  # retention removed it already; the next alert brings one
             self.bus.set_state(self.topics.snapshot(camera), path.read_bytes())
@@ -95,15 +126,22 @@ class RetainedState:
     def switch(self, camera: str, switch: str, on: bool) -> None:
         self.bus.set_state(self.topics.switch_state(camera, switch), ON if on else OFF)
 
+    def mode(self, name: str) -> None:
+        """The mode on now (Home Assistant's mode `select` shows it)."""
+        self.bus.set_state(self.topics.mode_state, name)
+
     def stats(self, cameras: dict[str, dict[str, object]], outbox_depth: int, outbox_shed: int,
               **extra: object) -> None:  # fmt: skip
         payload = stats_payload(self.bus.device, cameras, outbox_depth, outbox_shed, **extra)
         self.bus.set_state(self.topics.stats, json.dumps(payload), qos=0)
 
     def at_stop(self, cameras: list[str]) -> None:
-        """Clean stop: counts 0, cameras offline, rules inactive (published before `offline`)."""
+        """Clean stop: counts and occupancy 0, cameras offline, rules inactive (published before
+        `offline`). Line counts stay: they are still the day's."""
         for camera in cameras:
             self.counts(camera, dict.fromkeys(self._counts.get(camera, {}), 0))
+            zones = self._occupancy.get(camera, {})
+            self.zones(camera, {zone: dict.fromkeys(labels, 0) for zone, labels in zones.items()})
             self.camera_status(camera, False)
         for (camera, rule), n in list(self._open.items()):
             if n:

@@ -7,6 +7,7 @@ key and its line, not a setting silently ignored on a security device.
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -209,7 +210,19 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
-CameraName = Annotated[str, AfterValidator(lambda v: _check_name(v, "camera name"))]
+RESERVED_CAMERA_NAMES = frozenset({"mode"})
+"""Device-level topics that a camera's `{prefix}/{dev}/{camera}/...` topics would collide with
+(`mode/set`, `mode/state`)."""
+
+
+def _check_camera_name(value: str) -> str:
+    _check_name(value, "camera name")
+    if value in RESERVED_CAMERA_NAMES:
+        raise ValueError(f"camera name {value!r} is reserved (the device's {value}/set and /state topics)")
+    return value
+
+
+CameraName = Annotated[str, AfterValidator(_check_camera_name)]
 
 
 class DeviceConfig(Strict):
@@ -231,6 +244,48 @@ def check_polygon(v: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return v
 
 
+LINE_AREA_LABELS = frozenset({"fire", "smoke"})
+"""Labels that are regions, not objects with feet (edge.rules.tracker.AREA_LABELS): no line counts them."""
+
+
+class LineConfig(Strict):
+    """A tripwire: a polyline in relative coordinates (0-1) that tracked objects' feet cross.
+
+    "in" is crossing from the line's LEFT side to its RIGHT side, looking along it from its first point
+    to its last, in image coordinates (x right, y down): for a line drawn left to right across the
+    picture, "in" is walking down the picture (towards the camera), "out" walking up it."""
+
+    points: list[tuple[float, float]]
+    direction: Literal["in", "out", "both"] = "both"
+    """The crossings a rule on this line alerts on unless the rule says (its in/out counts keep both)."""
+    labels: list[str] = Field(default_factory=lambda: ["person"])
+    """Labels counted crossing it (in/out counts since midnight, on MQTT)."""
+
+    @field_validator("points")
+    @classmethod
+    def _points(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if len(v) < 2:
+            raise ValueError("a line needs at least 2 points")
+        for x, y in v:
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise ValueError(f"line point ({x}, {y}) is outside 0..1 (relative coordinates)")
+        if any(a == b for a, b in itertools.pairwise(v)):
+            raise ValueError("a line has the same point twice in a row")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("a line needs at least one label")
+        if len(set(v)) != len(v):
+            raise ValueError("a label is listed twice")
+        for label in v:
+            if label in LINE_AREA_LABELS:
+                raise ValueError(f"{label!r} is an area, not an object with feet: a line cannot count it")
+        return v
+
+
 class CameraConfig(Strict):
     source: str
     """File, folder, image, rtsp://, http(s)://, usb:N / /dev/videoN, or csi://N (jetson-utils)."""
@@ -249,6 +304,9 @@ class CameraConfig(Strict):
     zones: dict[str, list[tuple[float, float]]] = Field(default_factory=dict)
     """Named zones of this camera's picture (polygons, relative 0-1): instructions name them ("the
     loading dock"), rules copy their polygon."""
+    lines: dict[str, LineConfig] = Field(default_factory=dict)
+    """Named tripwires of this camera's picture: in/out counts per label since midnight, and rules
+    with `line` alert on crossings."""
 
     @field_validator("zones")
     @classmethod
@@ -256,6 +314,13 @@ class CameraConfig(Strict):
         for name, polygon in v.items():
             _check_name(name, "zone name")
             check_polygon(polygon)
+        return v
+
+    @field_validator("lines")
+    @classmethod
+    def _lines(cls, v: dict[str, LineConfig]) -> dict[str, LineConfig]:
+        for name in v:
+            _check_name(name, "line name")
         return v
 
 
@@ -345,10 +410,13 @@ class SmokeConfig(Strict):
     min_score: float = Field(0.5, gt=0, lt=1)
 
 
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+"""Monday first, as `datetime.weekday()` counts."""
+
+
 class Schedule(Strict):
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
-        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-    )
+    days: list[Day] = Field(default_factory=lambda: list(DAYS))
     start: dtime = dtime(0, 0)
     end: dtime = dtime(23, 59, 59)
 
@@ -384,6 +452,14 @@ class RuleConfig(Strict):
     """Which detector's fire/smoke this rule takes: pixel = the built-in pixel detector, model = an extra
     model's detections of that label (`extra_models`), any = both. Only fire and smoke rules may set it
     (checked with the labels, in edge.wiring.build_rules)."""
+    line: str | None = None
+    """A crossing rule: it alerts once per crossing of this line (`cameras.*.lines`) of the cameras it
+    applies to, each crossing one short event (edge.rules.events); it cannot also have a zone."""
+    direction: Literal["in", "out", "both"] | None = None
+    """The crossings of `line` it alerts on; None: the line's own `direction`."""
+    modes: list[str] | None = None
+    """The modes (`modes:`) in which this rule alerts. None: as the modes' own `rules` lists say, and
+    a fire or smoke rule in every mode."""
 
     @field_validator("name")
     @classmethod
@@ -401,6 +477,43 @@ class RuleConfig(Strict):
     @classmethod
     def _zone(cls, v: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
         return None if v is None else check_polygon(v)
+
+    @model_validator(mode="after")
+    def _line_or_zone(self) -> RuleConfig:
+        if self.line is not None and self.zone is not None:
+            raise ValueError("a rule watches a zone or a line, not both")
+        if self.direction is not None and self.line is None:
+            raise ValueError("direction is for a rule with a line")
+        return self
+
+    @field_validator("modes")
+    @classmethod
+    def _modes(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("a mode is listed twice")
+        return v
+
+
+class ModeConfig(Strict):
+    """One mode (arm/disarm): which rules alert and which push channels deliver while it is on."""
+
+    rules: list[str] | None = None
+    """Names of the rules that alert in this mode; None: every rule. Fire and smoke rules alert in every
+    mode whatever this says, unless the rule's own `modes` says otherwise."""
+    push: list[str] | None = None
+    """Push channels that deliver in this mode; None: every channel (MQTT always gets every alert)."""
+
+
+DEFAULT_MODES = ("home", "away", "night")
+"""The modes every appliance has (each with every rule and channel until the config narrows it)."""
+
+
+class ModeSwitch(Strict):
+    """One entry of `mode_schedule`: at `at` (device local time) on `days`, switch to `mode`."""
+
+    mode: str
+    at: dtime
+    days: list[Day] = Field(default_factory=lambda: list(DAYS))
 
 
 class EventsConfig(Strict):
@@ -451,6 +564,9 @@ class MqttConfig(Strict):
     discovery: bool = True
     """Publish Home Assistant MQTT discovery configs."""
     discovery_prefix: str = "homeassistant"
+    discovery_style: Literal["device", "entity"] = "device"
+    """device: one retained config for the whole device (Home Assistant 2024.11 and later); entity: one
+    config per entity, for older Home Assistant. Switching clears the other style's configs."""
     stats_every_s: float = Field(10.0, gt=0)
     max_command_bytes: int = Field(4096, ge=64)
     """Larger `ask` or switch payloads are refused with an error answer."""
@@ -666,12 +782,27 @@ class EdgeConfig(Strict):
     blueloop: BlueLoopConfig = Field(default_factory=BlueLoopConfig)
     push: dict[PushName, PushChannelConfig] = Field(default_factory=dict)
     """Push channels (webhook, ntfy) by name; rules list the names that get their alerts."""
+    modes: dict[str, ModeConfig] = Field(default_factory=dict, validate_default=True)
+    """Modes (arm/disarm) by name, over the defaults home, away and night (which are always there, with
+    every rule and push channel unless narrowed here). Exactly one is on at a time."""
+    mode: str = "home"
+    """The mode at the first start; after that the mode last switched to (stored) wins."""
+    mode_schedule: list[ModeSwitch] = Field(default_factory=list)
+    """Timed mode switches (e.g. night at 23:00, home at 07:00 on weekdays)."""
 
     @field_validator("data_dir")
     @classmethod
     def _data_dir(cls, v: str, info: ValidationInfo) -> str:
         base = _base_dir(info)
         return resolve_path(v, base) if base is not None else v
+
+    @field_validator("modes")
+    @classmethod
+    def _modes(cls, v: dict[str, ModeConfig]) -> dict[str, ModeConfig]:
+        """The default modes, each replaced by the config's mode of that name, then the config's others."""
+        for name in v:
+            _check_name(name, "mode name")
+        return {**{name: ModeConfig() for name in DEFAULT_MODES}, **v}
 
     @model_validator(mode="after")
     def _rules_refer_to_known_names(self) -> EdgeConfig:
@@ -711,6 +842,47 @@ class EdgeConfig(Strict):
                         f"rule {rule.name!r} names unknown push channel {channel!r} (push: {known})",
                         channel,
                     )
+            if rule.line is not None:
+                for cam in rule.cameras or list(self.cameras):
+                    lines = self.cameras[cam].lines if cam in self.cameras else None
+                    if lines is not None and rule.line not in lines:
+                        hint = did_you_mean(rule.line, lines, f"lines of {cam}")
+                        msg = f"rule {rule.name!r} watches line {rule.line!r}, which {cam!r} lacks ({hint})"
+                        problem(("rules", i, "line"), "rule_line", msg, rule.line)
+        for loc, kind, msg, value in _mode_problems(self):
+            problem(loc, kind, msg, value)
         if errors:
             raise ValidationError.from_exception_data("EdgeConfig", errors)
         return self
+
+
+def _mode_problems(cfg: EdgeConfig) -> list[tuple[Loc, str, str, str]]:
+    """(where, kind, one-line message, value) for each mode, rule or push channel name in `modes`,
+    `mode`, `mode_schedule` and the rules' `modes` that does not exist."""
+    out: list[tuple[Loc, str, str, str]] = []
+    modes = ", ".join(cfg.modes)
+    covered = {r.label for r in cfg.rules}
+    rules = {r.name for r in cfg.rules} | {w for w in cfg.watch if w not in covered}  # + default rules
+    for name, mode in cfg.modes.items():
+        for j, rule in enumerate(mode.rules or []):
+            if rule not in rules:
+                hint = did_you_mean(rule, rules, "rules")
+                msg = f"mode {name!r} names unknown rule {rule!r} ({hint})"
+                out.append((("modes", name, "rules", j), "mode_rule", msg, rule))
+        for j, channel in enumerate(mode.push or []):
+            if channel not in cfg.push:
+                known = ", ".join(sorted(cfg.push)) or "none configured"
+                msg = f"mode {name!r} names unknown push channel {channel!r} (push: {known})"
+                out.append((("modes", name, "push", j), "mode_push", msg, channel))
+    if cfg.mode not in cfg.modes:
+        out.append((("mode",), "mode", f"unknown mode {cfg.mode!r} (modes: {modes})", cfg.mode))
+    for i, switch in enumerate(cfg.mode_schedule):
+        if switch.mode not in cfg.modes:
+            msg = f"mode_schedule switches to unknown mode {switch.mode!r} (modes: {modes})"
+            out.append((("mode_schedule", i, "mode"), "mode", msg, switch.mode))
+    for i, rule in enumerate(cfg.rules):
+        for j, mode_name in enumerate(rule.modes or []):
+            if mode_name not in cfg.modes:
+                msg = f"rule {rule.name!r} names unknown mode {mode_name!r} (modes: {modes})"
+                out.append((("rules", i, "modes", j), "rule_mode", msg, mode_name))
+    return out

@@ -1,10 +1,11 @@
 """The instruction parser: plain words in, one `Decision` out. Pure: no I/O, no clock but `now`.
 
-Order of the checks matters and is the policy: control ("pause the lobby camera", "stop the fire
-alerts", "what are you watching for?") first, because it reuses words the others need; then standing
-rules ("alert me if ..."), then questions about the past (memory), delegated heavy work, and
-questions about now. Anything left gets kind `unknown` and an answer that says what the appliance
-can do. `edge explain` prints the decision as JSON (DESIGN.md contract).
+Order of the checks matters and is the policy: the mode ("arm away", "I'm home", "good night") and
+control ("pause the lobby camera", "stop the fire alerts", "what are you watching for?") first,
+because they reuse words the others need; then standing rules ("alert me if ..."), then questions
+about the past (memory), delegated heavy work, and questions about now. Anything left gets kind
+`unknown` and an answer that says what the appliance can do. `edge explain` prints the decision as
+JSON (DESIGN.md contract).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import datetime
 from datetime import time as dtime
 from typing import Any, Literal
 
-from edge.config.models import RuleConfig
+from edge.config.models import DEFAULT_MODES, RuleConfig
 from edge.instructions.vocabulary import UNITS_S, find_labels, number, words
 
 Kind = Literal["rule", "question", "memory", "control", "delegate", "unknown"]
@@ -25,8 +26,9 @@ FIRE_REPEAT_S = 10.0
 HELP = (
     'I can watch for things and alert you ("alert me if a fire breaks out", "tell me when someone is '
     'at the door after 22:00"), answer about now ("how many people are in the lobby?") and the past '
-    '("who appeared in the last five minutes?"), pause or resume cameras, and hand heavy work to the '
-    'blue loop ("describe what is happening", "write an incident report", "what does the sign say?").'
+    '("who appeared in the last five minutes?"), pause or resume cameras, switch modes ("arm away", '
+    '"I\'m home", "good night", "what mode are you in?"), and hand heavy work to the blue loop '
+    '("describe what is happening", "write an incident report", "what does the sign say?").'
 )
 
 
@@ -40,6 +42,10 @@ class Context:
     """camera -> zone name -> polygon."""
     rules: tuple[tuple[str, str, tuple[str, ...] | None, str], ...] = ()
     """(name, label, cameras or None, origin) of every active rule."""
+    modes: tuple[str, ...] = ()
+    """The appliance's modes (empty: the default home, away, night)."""
+    lines: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """camera -> its line (tripwire) names."""
 
 
 @dataclass(slots=True)
@@ -60,6 +66,13 @@ class Decision:
     """control remove_rule: the rule names to remove."""
     every_s: float | None = None
     """control digest_on: the period of a scheduled digest ('every hour' -> 3600)."""
+    mode: str | None = None
+    """control set_mode: the mode to switch to ('arm away' -> 'away')."""
+    zone: str | None = None
+    """question: the camera zone it asks about ('how many people are in the loading dock?')."""
+    line: str | None = None
+    """question: the camera line it asks about ('how many people came in through the side gate
+    today?'); `form` is then line_in, line_out or line_both."""
 
     def contract(self) -> dict[str, Any]:
         """The `edge explain` JSON (DESIGN.md)."""
@@ -173,6 +186,43 @@ DIGEST_EVERY = re.compile(
     rf"\bevery\s+(?:[\w.-]+\s+)?(?:{_UNITS})\b|\b(?:hourly|daily|nightly|each\s+(?:hour|day))\b"
 )
 START_OF_BREAK = re.compile(r"\bbreaks?\s+out\b|\bstarts?\b")
+_WE = r"(?:i'm|i\s+am|we're|we\s+are)"
+MODE_QUERY = re.compile(
+    r"\b(?:what|which)\s+mode\b|\bcurrent\s+mode\b|\bmode\s+are\s+you\s+in\b"
+    r"|^(?:are\s+you|is\s+(?:the\s+)?(?:system|alarm|house|appliance))\s+(?:armed|disarmed)\b"
+)
+MODE_WORDS = [  # (pattern, mode): phrases that mean a default mode
+    (re.compile(r"^(?:please\s+)?disarm\b"), "home"),
+    (re.compile(rf"^(?:honey\s+)?{_WE}\s+(?:back\s+)?home\b|^{_WE}\s+back\b"), "home"),
+    (
+        re.compile(
+            rf"^{_WE}\s+(?:leaving|going\s+(?:out|away)|heading\s+out|off\s+out|out|away)\b"
+            r"|^(?:going|heading)\s+out\b|^leaving(?:\s+now)?$"
+        ),
+        "away",
+    ),
+    (
+        re.compile(
+            rf"^good\s*night\b|^nighty?\s+night\b|^{_WE}\s+going\s+to\s+(?:bed|sleep)\b|^off\s+to\s+bed\b"
+        ),
+        "night",
+    ),
+]
+MODE_ARM = re.compile(
+    r"^(?:please\s+)?arm(?:\s+(?:the\s+)?(?:system|alarm|house|cameras?|appliance))?(?:\s+(?:in|to|for))?"
+    r"(?:\s+(?P<mode>[a-z0-9][\w-]*?))?(?:\s+mode)?(?:\s+(?:now|please))?$"
+)
+MODE_NAMED = re.compile(  # the word "mode" is said: any name is taken (an unknown one is refused by name)
+    r"^(?:please\s+)?(?:(?:switch|change|set|go|put|turn)\s+(?:(?:the\s+)?(?:mode|system|alarm)\s+)?"
+    r"(?:to|into|in|on)\s+(?:the\s+)?|(?:enter|activate|enable|start|use)\s+(?:the\s+)?)?"
+    r"(?P<mode>[a-z0-9][\w-]*)\s+mode(?:\s+(?:on|now|please))?$"
+)
+MODE_SWITCH = re.compile(  # without the word "mode": only a configured mode's name counts
+    r"^(?:please\s+)?(?:switch|change|set|go|put)\s+(?:(?:the\s+)?(?:mode|system|alarm)\s+)?(?:to|into|in)\s+"
+    r"(?P<mode>[a-z0-9][\w-]*)$"
+)
+MODE_ALIASES = {"stay": "home", "disarmed": "home", "sleep": "night", "bed": "night", "out": "away"}
+"""Alarm-panel words for the default modes ("arm stay"), used when no mode has that name."""
 
 
 def parse(text: str, camera: str | None, ctx: Context, now: datetime | None = None) -> Decision:
@@ -183,6 +233,8 @@ def parse(text: str, camera: str | None, ctx: Context, now: datetime | None = No
     cameras, zone = _places(low, camera, ctx)
     label = labels[0] if labels else None
 
+    if mode := _mode(low, ctx):
+        return mode
     if narration := _narration(low, cameras, now):
         return narration
     if LIST_RULES.search(low):
@@ -221,6 +273,9 @@ def parse(text: str, camera: str | None, ctx: Context, now: datetime | None = No
                 task=task,
             )
 
+    if line_question := _line_question(low, label, cameras, ctx):
+        return line_question
+
     if MEMORY.search(low) and (label or re.search(r"\b(?:who|anything|anyone|what)\b", low)):
         return _memory(low, label or "person", cameras, now)
 
@@ -229,14 +284,42 @@ def parse(text: str, camera: str | None, ctx: Context, now: datetime | None = No
             return Decision("unknown", "a question about something I cannot detect. " + HELP)
         form = "count" if COUNT.search(low) else "any"
         where = ", ".join(cameras) if cameras else "every camera"
+        if zone is not None:
+            where = f"the {zone[1].replace('-', ' ').replace('_', ' ')} on {where}"
         return Decision(
             "question",
-            f"{'count' if form == 'count' else 'look for'} {label} on {where} now",
+            f"{'count' if form == 'count' else 'look for'} {label} {'in' if zone else 'on'} {where} now",
             label=label,
             cameras=cameras,
             form=form,
+            zone=zone[1] if zone else None,
         )
     return Decision("unknown", HELP)
+
+
+LINE_IN = re.compile(r"\b(?:c[ao]me?\s+in|went\s+in|walked\s+in|got\s+in|entered|arrived|in\s+through)\b")
+LINE_OUT = re.compile(r"\b(?:went\s+out|came\s+out|walked\s+out|got\s+out|left|exited|out\s+through)\b")
+LINE_ANY = re.compile(r"\b(?:crossed|passed|went\s+through|came\s+through|walked\s+through|through)\b")
+
+
+def _line_question(low: str, label: str | None, cameras: list[str] | None, ctx: Context) -> Decision | None:
+    """'how many people came in through the side gate today?': a line's counts since midnight."""
+    padded = f" {low} "
+    for cam, names in ctx.lines.items():
+        if cameras and cam not in cameras:
+            continue
+        for name in names:
+            if f" {name.replace('-', ' ').replace('_', ' ')} " not in padded and f" {name} " not in padded:
+                continue
+            way = "in" if LINE_IN.search(low) else "out" if LINE_OUT.search(low) else None
+            if way is None and not LINE_ANY.search(low):
+                return None
+            thing = label or "person"
+            spoken = name.replace("-", " ").replace("_", " ")
+            what = {"in": "came in through", "out": "went out through", None: "crossed"}[way]
+            return Decision("question", f"count {thing} that {what} the {spoken} on {cam} today", label=thing,
+                            cameras=[cam], form=f"line_{way or 'both'}", line=name)  # fmt: skip
+    return None
 
 
 def _narration(low: str, cameras: list[str] | None, now: datetime) -> Decision | None:
@@ -271,6 +354,35 @@ def _narration(low: str, cameras: list[str] | None, now: datetime) -> Decision |
             task="narrate_on",
         )  # fmt: skip
     return None
+
+
+def _mode(low: str, ctx: Context) -> Decision | None:
+    """The mode: 'arm away', 'disarm', "I'm home", 'going out', 'good night', 'switch to night mode',
+    'what mode are you in?'. A name said with the word 'mode' is taken as it is (the control surface
+    refuses an unknown one, naming the modes); without it, only a configured mode's name."""
+    modes = ctx.modes or DEFAULT_MODES
+    if MODE_QUERY.search(low):
+        return Decision("control", "say which mode is on", task="mode_state")
+    for pattern, name in MODE_WORDS:
+        if pattern.search(low):
+            return _set_mode(name)
+    if m := MODE_ARM.match(low):
+        word = m.group("mode")
+        return _set_mode(_mode_name(word, modes) if word else "away")
+    if m := MODE_NAMED.match(low):
+        return _set_mode(_mode_name(m.group("mode"), modes))
+    if (m := MODE_SWITCH.match(low)) and m.group("mode") in modes:
+        return _set_mode(m.group("mode"))
+    return None
+
+
+def _mode_name(word: str, modes: tuple[str, ...]) -> str:
+    alias = MODE_ALIASES.get(word)
+    return alias if alias is not None and word not in modes and alias in modes else word
+
+
+def _set_mode(name: str) -> Decision:
+    return Decision("control", f"switch to {name} mode", task="set_mode", mode=name)
 
 
 def _conditional_rule(low: str) -> bool:
@@ -431,6 +543,10 @@ def rule_words(rule: dict[str, Any]) -> str:
         if not rule.get("zone_name")
         else (f"I will alert you when I see {thing} in {where}")
     )
+    if rule.get("line"):  # a crossing rule
+        way = f" ({rule['direction']})" if rule.get("direction") else ""
+        line = rule["line"].replace("-", " ").replace("_", " ")
+        text = f"I will alert you when I see {thing} cross the {line}{way} on {where}"
     if rule.get("dwell_s"):
         text += f" for more than {_duration(rule['dwell_s'])}"
     for window in rule.get("schedule") or []:

@@ -12,11 +12,14 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from datetime import time as dtime
 from typing import TYPE_CHECKING, Any
 
 from edge.control import Control, ControlError
 from edge.instructions.parse import HELP, Context, Decision, parse, rule_words
-from edge.live import LiveView
+from edge.live import CameraView, LiveView
+from edge.rules.rules import point_in_polygon
 from edge.store import EventLog, StoreError
 from edge.timefmt import clock
 
@@ -65,7 +68,9 @@ class Router:
             (e.rule.name, e.rule.label, tuple(e.rule.cfg.cameras) if e.rule.cfg.cameras else None, e.origin)
             for e in self.control.rules()
         )
-        return Context(self.labels, tuple(self.control.cameras()), self.zones, rules)
+        lines = {name: tuple(loop.lines.lines) for name, loop in self.control.loops.items() if loop.lines}
+        return Context(self.labels, tuple(self.control.cameras()), self.zones, rules,
+                       modes=tuple(self.control.modes), lines=lines)  # fmt: skip
 
     def route(self, text: str, camera: str | None) -> Decision:
         return parse(text, camera, self.context())
@@ -113,6 +118,8 @@ class Router:
             cfg = d.rule_config()
             self.control.add_rule(cfg, "instruction", by="instruction")
             return "answer", rule_words(d.rule), {"rule": cfg.model_dump(mode="json")}
+        if d.kind == "question" and d.line is not None:
+            return self._line_counts(d)
         if d.kind == "question":
             return self._question(d)
         if d.kind == "memory":
@@ -145,26 +152,80 @@ class Router:
         cameras = d.cameras or self.control.cameras()
         if not cameras:
             return "answer", "I have no cameras to look with.", None
+        if d.zone is not None:  # only the cameras that have that zone
+            cameras = [c for c in cameras if d.zone in self.zones.get(c, {})] or cameras
         self._refresh(cameras, d.label)
         counts: dict[str, int] = {}
         for camera in cameras:
             view = self.live.get(camera)
-            counts[camera] = view.count(d.label) if view is not None else 0
+            if view is None:
+                counts[camera] = 0
+            elif d.zone is not None:
+                counts[camera] = self._in_zone(view, camera, d.zone, d.label)
+            else:
+                counts[camera] = view.count(d.label)
         total = sum(counts.values())
         where = cameras[0] if len(cameras) == 1 else "all cameras"
+        if d.zone is not None:
+            where = f"the {d.zone.replace('-', ' ').replace('_', ' ')} on {where}"
         if d.form == "any":
             if total:
                 seen = ", ".join(f"{plural(n, d.label)} on {c}" for c, n in counts.items() if n)
                 text = f"Yes: {seen}."
             else:
                 thing = d.label if d.label in ("fire", "smoke") else plural(2, d.label)[2:]
-                text = f"No, I see no {thing} on {where}."
+                text = f"No, I see no {thing} {'in' if d.zone else 'on'} {where}."
         else:
             detail = (
                 "" if len(cameras) == 1 else " (" + ", ".join(f"{c}: {n}" for c, n in counts.items()) + ")"
             )
-            text = f"I see {plural(total, d.label)} on {where} now{detail}."
-        return "answer", text, {"label": d.label, "counts": counts, "total": total}
+            text = f"I see {plural(total, d.label)} {'in' if d.zone else 'on'} {where} now{detail}."
+        data: dict[str, Any] = {"label": d.label, "counts": counts, "total": total}
+        if d.zone is not None:
+            data["zone"] = d.zone
+        return "answer", text, data
+
+    def _line_counts(self, d: Decision) -> tuple[str, str, Any]:
+        """A line's crossings since midnight, from its camera's line counter."""
+        assert d.line is not None and d.label is not None and d.cameras
+        camera, label = d.cameras[0], d.label
+        loop = self.control.loops.get(camera)
+        counter = loop.lines if loop is not None else None
+        spoken = d.line.replace("-", " ").replace("_", " ")
+        counts = counter.counts().get((d.line, label)) if counter is not None else None
+        if counter is None or counts is None:
+            return "answer", f"I do not count {plural(2, label)[2:]} on the {spoken} on {camera}.", None
+        since = datetime.fromisoformat(str(counts["since"]))
+        window = "today" if since.time() == dtime() else f"since {since:%H:%M}"
+        n_in, n_out = int(counts["in"]), int(counts["out"])  # type: ignore[call-overload]
+        if d.form == "line_in":
+            text = f"{plural(n_in, label)} came in through the {spoken} on {camera} {window}."
+        elif d.form == "line_out":
+            text = f"{plural(n_out, label)} went out through the {spoken} on {camera} {window}."
+        else:
+            text = f"The {spoken} on {camera} {window}: {plural(n_in, label)} in, {plural(n_out, label)} out."
+        data = {
+            "camera": camera,
+            "line": d.line,
+            "label": label,
+            "in": n_in,
+            "out": n_out,
+            "since": counts["since"],
+        }
+        return "answer", text[0].upper() + text[1:], data
+
+    def _in_zone(self, view: CameraView, camera: str, zone: str, label: str) -> int:
+        """Objects of `label` in a camera zone now: its occupancy (tracked labels, held like the counts),
+        else the last look's detections whose feet are inside (a label no rule there tracks)."""
+        held = view.occupancy.get(zone, {})
+        if label in held:
+            return held[label]
+        polygon = self.zones.get(camera, {}).get(zone)
+        if polygon is None or not view.width or not view.height:
+            return 0
+        w, h = view.width, view.height
+        feet = [((d.box[0] + d.box[2]) / 2 / w, d.box[3] / h) for d in view.detections if d.label == label]
+        return sum(1 for x, y in feet if point_in_polygon(x, y, polygon))
 
     def _refresh(self, cameras: list[str], label: str) -> None:
         """Wake the gate for a fresh look where the last one is older than FRESH_S, and wait for it.
@@ -254,7 +315,29 @@ class Router:
         text = f"{plural(len(rows), label).capitalize()} appeared{window}: " + "; ".join(items) + "."
         return "answer", text, {"events": [_event(r) for r in rows]}
 
+    def _mode(self, d: Decision) -> tuple[str, str, Any]:
+        """'arm away' / "I'm home": switch (by `instruction`) and say what changed; 'what mode are you
+        in?': the mode and what it lets alert."""
+        if d.task == "set_mode":
+            assert d.mode is not None
+            change = self.control.set_mode(d.mode, by="instruction")
+            return "answer", change.words(), change.data()
+        state = self.control.mode_state()
+        text = f"I am in {state['mode']} mode"
+        if state["set_at"]:
+            text += f" (since {clock(state['set_at'])}, set by {state['set_by']})"
+        active, inactive = state["active_rules"], state["inactive_rules"]
+        text += ". " + (f"Alerting on {', '.join(active)}." if active else "No rule alerts in this mode.")
+        if inactive:
+            text += f" Not alerting on {', '.join(inactive)}."
+        if state["push"] is not None:
+            text += f" Push: {', '.join(state['push']) or 'none'}."
+        text += f" Modes: {', '.join(state['modes'])}."
+        return "answer", text, state
+
     def _control(self, d: Decision) -> tuple[str, str, Any]:
+        if d.task in ("set_mode", "mode_state"):
+            return self._mode(d)
         if d.task == "list_rules":
             entries = self.control.rules()
             if not entries:

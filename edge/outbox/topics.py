@@ -11,6 +11,10 @@ blue/request, blue/result         blue-loop jobs out, results in
 {camera}/active/{rule}            ON while an event of that rule is open, retained
 {camera}/{detect|alerts}/set      switch commands in (ON/OFF)
 {camera}/{detect|alerts}/state    switch states, retained
+{camera}/line/{line}/{label}      JSON {v, in, out, since}: crossings since midnight, retained
+{camera}/zone/{zone}/{label}      objects inside the zone now, retained
+mode/set                          mode command in (the mode's name, plain text)
+mode/state                        the mode on now, retained
 """
 
 from __future__ import annotations
@@ -100,6 +104,21 @@ class Topics:
 
     def switch_set(self, camera: str, switch: str) -> str:
         return self(camera, switch, "set")
+
+    def line(self, camera: str, line: str, label: str) -> str:
+        return self(camera, "line", line, label)
+
+    def occupancy(self, camera: str, zone: str, label: str) -> str:
+        return self(camera, "zone", zone, label)
+
+    @property
+    def mode_set(self) -> str:
+        """Mode commands in (the mode's name). No camera may be named `mode`: its topics would mix."""
+        return self("mode", "set")
+
+    @property
+    def mode_state(self) -> str:
+        return self("mode", "state")
 
     def relative(self, topic: str) -> list[str] | None:
         """The levels of `topic` below the device root, or None when it is not one of ours."""

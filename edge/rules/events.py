@@ -15,18 +15,24 @@ that, it follows as `retracted` with the reason. Such a phase change is a Transi
 whose `verdict` is the text mark; the event's later repeats carry the phase. An event that only stops
 because the file ended, the rule went away or detection was switched off keeps its alert provisional:
 only evidence retracts.
+
+Crossing rules (a rule with `line`) take no sightings: the camera's line counter (edge.rules.lines)
+hands `step` the crossings of the frame, and each crossing of the rule's line, label and direction is
+one event of its own: `start` and its alert at the crossing's frame (unless the rule is cooling down),
+`end` CROSSING_HOLD_S of stream time later. The alert text names the line and the direction.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
-from edge.config.models import EventsConfig
+from edge.config.models import EventsConfig, LineConfig
 from edge.outbox.ids import new_id
+from edge.rules.lines import Crossing
 from edge.rules.rules import Rule
 from edge.rules.tracker import AREA_LABELS, MAX_CENTRE_JUMP, Track, centre, diagonal, iou
 from edge.types import AlertRecord, Box, EventRecord
@@ -43,6 +49,9 @@ MIN_SHARE = 0.6
 """Device verification: share of the frames looked at since the provisional alert that saw the region."""
 VERIFIED_MIN = 0.5
 """`Track.verified` at or above this: the detector's closer look says the region is real."""
+CROSSING_HOLD_S = 2.0
+"""A crossing rule's event ends this many stream seconds after its crossing: long enough for the event
+log and Home Assistant's binary sensor to show it, short enough that the next crossing is news."""
 
 
 @dataclass(slots=True)
@@ -89,6 +98,10 @@ class _Open:
     check: _Check | None = None
     verdict: tuple[str, str] | None = None
     """(phase, text mark) once the device verified the event's alert: its repeats carry them."""
+    hold_until: float | None = None
+    """A crossing's event: the stream time it ends at (it has no sightings to end it)."""
+    direction: str | None = None
+    """A crossing's event: "in" or "out"."""
 
 
 class EventMachine:
@@ -100,8 +113,11 @@ class EventMachine:
         rules: list[Rule],
         cfg: EventsConfig,
         clock: Callable[[], float] = time.time,
+        lines: Mapping[str, LineConfig] | None = None,
     ) -> None:
+        """`lines`: the camera's lines (config `cameras.*.lines`), for crossing rules' directions."""
         self.camera = camera
+        self.lines = dict(lines or {})
         self.rules = [r for r in rules if r.applies_to(camera)]
         self.cfg = cfg
         self.min_hits = cfg.min_hits
@@ -111,6 +127,7 @@ class EventMachine:
         self._candidates: dict[tuple[str, int], _Candidate] = {}
         self._last_alert_pts: dict[str, float] = {}
         self._parked: list[tuple[str, Box, float]] = []
+        self._crossings = 0
 
     @property
     def active(self) -> bool:
@@ -142,7 +159,15 @@ class EventMachine:
         self.rules = mine
         return out
 
-    def step(self, seen: list[Track], frame: int, pts: float, width: int, height: int) -> list[Transition]:
+    def step(
+        self,
+        seen: list[Track],
+        frame: int,
+        pts: float,
+        width: int,
+        height: int,
+        crossings: Sequence[Crossing] = (),
+    ) -> list[Transition]:
         now = self.clock()
         local = datetime.fromtimestamp(now)
         out: list[Transition] = []
@@ -152,6 +177,14 @@ class EventMachine:
                 o.check.looks += 1
         for rule in self.rules:
             if not rule.in_schedule(local):
+                continue
+            if rule.cfg.line is not None:
+                for c in crossings:
+                    line = self.lines.get(c.line)
+                    if (c.line == rule.cfg.line and c.label == rule.label and line is not None
+                            and rule.alerts_on(c.direction, line.direction)
+                            and rule.matches(c.track, width, height)):  # fmt: skip
+                        self._crossed(rule, c, frame, pts, now, out)
                 continue
             for track in seen:
                 if rule.matches(track, width, height):
@@ -209,6 +242,24 @@ class EventMachine:
         if not cooling:
             self._alert(opened, frame, pts, now, out)
 
+    def _crossed(
+        self, rule: Rule, c: Crossing, frame: int, pts: float, now: float, out: list[Transition]
+    ) -> None:
+        """A crossing of a crossing rule's line: an event of its own, alerting at once (edge.rules.lines
+        made sure it is one crossing)."""
+        self._crossings += 1
+        track = c.track
+        record = EventRecord(id=new_id(), camera=self.camera, label=track.label, rule=rule.name,
+                             score=track.score, box=track.box, started_at=now, frame=frame, pts=pts,
+                             track_id=track.id)  # fmt: skip
+        opened = _Open(rule, record, pts, pts, seen_now=True, hold_until=pts + CROSSING_HOLD_S,
+                       direction=c.direction)  # fmt: skip
+        self._open[(rule.name, -self._crossings)] = opened  # a key no track id takes
+        cooling = pts - self._last_alert_pts.get(rule.name, float("-inf")) < rule.cfg.cooldown_s
+        out.append(Transition("start", record, frame, pts))
+        if not cooling:
+            self._alert(opened, frame, pts, now, out)
+
     def _adopt(self, rule: Rule, track: Track, pts: float) -> _Open | None:
         """Give a lost event to a new track that appears where it was: the same object, new id."""
         for (rule_name, tid), o in list(self._open.items()):
@@ -258,7 +309,7 @@ class EventMachine:
             camera=self.camera,
             label=o.record.label,
             severity=o.rule.cfg.severity,
-            text=o.rule.alert_text(self.camera),
+            text=o.rule.alert_text(self.camera, o.direction),
             at=now,
             frame=frame,
             pts=pts,
@@ -285,6 +336,10 @@ class EventMachine:
             if pts - cand.last_pts > limit:
                 del self._candidates[key]
         for key, o in list(self._open.items()):
+            if o.hold_until is not None:
+                if pts >= o.hold_until:
+                    self._end(key, frame, pts, now, out)
+                continue
             if pts - o.last_seen_pts > limit:
                 if o.check is not None:  # gone before it held
                     self._verdict(o, DID_NOT_HOLD_SUFFIX, frame, pts, out)

@@ -97,6 +97,18 @@ class Rule:
         py = ((y1 + y2) / 2 if track.label in AREA_LABELS else y2) / frame_h
         return point_in_polygon(px, py, self.cfg.zone)
 
-    def alert_text(self, camera: str) -> str:
-        template = self.cfg.text or "{Label} on {camera}"
-        return template.format(camera=camera, label=self.label, Label=self.label.capitalize(), rule=self.name)
+    def alert_text(self, camera: str, direction: str | None = None) -> str:
+        """The rule's text; a crossing rule's default names the line and the way it was crossed."""
+        default = (
+            "{Label} on {camera}"
+            if self.cfg.line is None
+            else "{Label} crossed {line} ({direction}) on {camera}"
+        )
+        template = self.cfg.text or default
+        return template.format(camera=camera, label=self.label, Label=self.label.capitalize(), rule=self.name,
+                               line=self.cfg.line or "", direction=direction or "")  # fmt: skip
+
+    def alerts_on(self, direction: str, line_direction: str) -> bool:
+        """A crossing rule: whether a crossing that way alerts (the rule's direction, else the line's)."""
+        wanted = self.cfg.direction or line_direction
+        return wanted in ("both", direction)

@@ -62,6 +62,7 @@ from edge.store.models import (
     Job,
     Outbox,
     Rule,
+    Setting,
     Snapshot,
     User,
     push_channel,
@@ -102,6 +103,7 @@ JOBS = cast(Table, Job.__table__)
 USERS = cast(Table, User.__table__)
 TOKENS = cast(Table, ApiToken.__table__)
 AUDIT = cast(Table, Audit.__table__)
+SETTINGS = cast(Table, Setting.__table__)
 
 EVENT_STATES = ("open", "ended", "acked", "unacked")
 """What `events(state=...)` filters by: still going on, over, acknowledged, not acknowledged yet."""
@@ -126,6 +128,7 @@ def _upsert(table: Table, keep: tuple[str, ...] = (), coalesce: tuple[str, ...] 
 
 _CAMERA_UPSERT = _upsert(CAMERAS, keep=("created_at", "detect", "alerts", "origin", "config", "removed_at"))
 _RULE_UPSERT = _upsert(RULES)
+_SETTING_UPSERT = _upsert(SETTINGS)
 _EVENT_UPSERT = _upsert(
     EVENTS, keep=("camera", "started_at", "acked_at", "acked_by"), coalesce=("ended_at", "snapshot")
 )
@@ -1183,6 +1186,22 @@ class EventLog:
         row = {"at": time.time(), "who": who, "action": action, "detail": detail, "remote": remote}
         with self._write(f"cannot write the audit log ({action} by {who})") as s:
             s.execute(insert(AUDIT), row)
+
+    # -- runtime settings (the mode) ----------------------------------------------------------------
+
+    @_spends_reserve
+    def set_setting(self, key: str, value: Any, by: str) -> None:
+        """Store a runtime setting (JSON `value`), set now by `by`; it survives restarts."""
+        row = {"key": key, "value": value, "set_at": time.time(), "set_by": by}
+        with self._write(f"cannot store setting {key!r}") as s:
+            s.execute(_SETTING_UPSERT, row)
+
+    def setting(self, key: str) -> dict | None:
+        """{'value', 'set_at', 'set_by'} of a stored setting, None when it was never set."""
+        stmt = select(SETTINGS.c.value, SETTINGS.c.set_at, SETTINGS.c.set_by).where(SETTINGS.c.key == key)
+        with self._read(f"cannot read setting {key!r}") as s:
+            row = s.execute(stmt).first()
+        return dict(row._mapping) if row is not None else None
 
     def audit_log(self, limit: int = 200) -> list[dict]:
         """The latest changes, newest first: at, who, action, detail, remote."""

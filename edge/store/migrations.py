@@ -28,7 +28,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 from edge.store.db import WRITE_OPTION, StoreError
-from edge.store.models import ApiToken, Audit, Base, Instruction, Job, User
+from edge.store.models import ApiToken, Audit, Base, Instruction, Job, Setting, User
 
 Step = Callable[[Connection], None]
 
@@ -88,12 +88,18 @@ def _v5_admin_page(conn: Connection) -> None:
     _add_column(conn, "cameras", "removed_at", "FLOAT")
 
 
+def _v6_settings(conn: Connection) -> None:
+    """Runtime settings that survive a restart: the mode (arm/disarm), who set it and when."""
+    Setting.__table__.create(conn, checkfirst=True)
+
+
 STEPS: list[tuple[int, Step]] = [
     (1, _v1_create_schema),
     (2, _v2_outbox_channel),
     (3, _v3_priorities_and_rule_origin),
     (4, _v4_jobs),
     (5, _v5_admin_page),
+    (6, _v6_settings),
 ]
 LATEST = STEPS[-1][0]
 

@@ -328,3 +328,15 @@ class Audit(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
     remote: Mapped[str | None] = mapped_column(String)
     """The address the change came from (None: not over the network, or not known)."""
+
+
+class Setting(Base):
+    """A runtime setting that survives restarts and is not a row of its own kind: the mode (key
+    'mode'). `value` is JSON; who set it and when are kept beside it (the audit log has the history)."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    set_at: Mapped[float] = mapped_column(Float)
+    set_by: Mapped[str] = mapped_column(String)

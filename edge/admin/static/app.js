@@ -17,6 +17,18 @@
  *   onReady(fn)             -> run fn once the DOM is parsed.
  *   fmtTime(epochSeconds)   -> local date and time, e.g. "2024-05-01 14:03:07".
  *   fmtAgo(epochSeconds)    -> "5 s ago", "3 min ago", ...
+ *   onPictureTap(frame, img, fn) -> calls fn([x, y], event) for a tap or click on img (inside frame),
+ *                              x and y relative to the picture as displayed (0-1 both ways, rounded),
+ *                              so a drawing fits the camera at any resolution and screen width.
+ *                              Pointer events: a mouse, a pen and a finger all work, and a pointer
+ *                              that moved between down and up (a finger scrolling the page) is no tap.
+ *   readPoints(value)       -> a list of [x, y] (each in 0-1) from a JSON text or an already parsed
+ *                              list; anything malformed is left out.
+ *   BLANK_PICTURE           -> a grey placeholder picture (data: URL) while a snapshot is missing.
+ *   snapshotPicture(img, missing) -> keeps img showing a camera snapshot that may not exist yet (a
+ *                              camera just started has no keyframe): while it fails, a blank picture
+ *                              and the `missing` note, retried every 2 s. Returns {load(url), show(src)}:
+ *                              load a camera's snapshot URL ("" for none), or show a picture as it is.
  *
  * Progressive enhancement in this file for every page:
  *   <button data-api-post="/api/..." data-result="#some-id"> posts (no body) with api() and writes
@@ -158,8 +170,101 @@
     });
   });
 
+  var TAP_SLOP_PX = 10;
+
+  function relative(v) {
+    return Math.round(Math.min(1, Math.max(0, v)) * 10000) / 10000;
+  }
+
+  function readPoints(value) {
+    var list = value;
+    if (typeof value === "string" || value === undefined || value === null) {
+      try { list = JSON.parse(value || "[]"); } catch (e) { return []; }
+    }
+    if (!Array.isArray(list)) { return []; }
+    return list.filter(function (p) {
+      return Array.isArray(p) && p.length === 2 && isFinite(p[0]) && isFinite(p[1]);
+    }).map(function (p) { return [relative(+p[0]), relative(+p[1])]; });
+  }
+
+  function onPictureTap(frame, img, fn) {
+    var down = null;
+    frame.addEventListener("pointerdown", function (event) {
+      if (event.button !== 0) { return; }
+      down = { x: event.clientX, y: event.clientY, id: event.pointerId };
+    });
+    frame.addEventListener("pointercancel", function () { down = null; });
+    frame.addEventListener("pointerup", function (event) {
+      if (!down || down.id !== event.pointerId) { return; }
+      var moved = Math.abs(event.clientX - down.x) + Math.abs(event.clientY - down.y);
+      down = null;
+      if (moved > TAP_SLOP_PX) { return; }
+      var rect = img.getBoundingClientRect();
+      if (!rect.width || !rect.height) { return; }
+      var x = (event.clientX - rect.left) / rect.width;
+      var y = (event.clientY - rect.top) / rect.height;
+      if (x < 0 || x > 1 || y < 0 || y > 1) { return; }
+      event.preventDefault();
+      fn([relative(x), relative(y)], event);
+    });
+    img.addEventListener("dragstart", function (event) { event.preventDefault(); });
+  }
+
+  var BLANK_PICTURE = "data:image/svg+xml," + encodeURIComponent(
+    '<svg xmlns="http://www.w3.org/2000/svg" width="640" height="360">' +
+    '<rect width="640" height="360" fill="#c9ced8"/></svg>');
+
+  var SNAPSHOT_RETRY_MS = 2000;
+
+  function snapshotPicture(img, missing) {
+    var wanted = img.getAttribute("src") || "";
+    var retry = null;
+
+    function stopRetry() {
+      if (retry) { window.clearInterval(retry); retry = null; }
+    }
+
+    function showBlank() {
+      if (img.getAttribute("src") !== BLANK_PICTURE) { img.setAttribute("src", BLANK_PICTURE); }
+      missing.classList.remove("hidden");
+      if (wanted && !retry) {
+        retry = window.setInterval(function () {
+          var probe = new Image();
+          probe.onload = function () {
+            stopRetry();
+            missing.classList.add("hidden");
+            img.setAttribute("src", probe.src);
+          };
+          probe.src = wanted.split("?")[0] + "?t=" + Date.now();
+        }, SNAPSHOT_RETRY_MS);
+      }
+    }
+
+    function show(src) {
+      stopRetry();
+      wanted = "";
+      missing.classList.add("hidden");
+      img.setAttribute("src", src);
+    }
+
+    function load(url) {
+      stopRetry();
+      wanted = url || "";
+      if (!wanted) { showBlank(); return; }
+      missing.classList.add("hidden");
+      img.setAttribute("src", wanted);
+    }
+
+    img.addEventListener("error", function () {
+      if (img.getAttribute("src") !== BLANK_PICTURE) { showBlank(); }
+    });
+    if (!wanted || (img.complete && img.naturalWidth === 0)) { showBlank(); }
+    return { load: load, show: show };
+  }
+
   var reflex = { api: api, csrfToken: csrfToken, el: el, setText: setText, onReady: onReady,
-    fmtTime: fmtTime, fmtAgo: fmtAgo };
+    fmtTime: fmtTime, fmtAgo: fmtAgo, onPictureTap: onPictureTap, readPoints: readPoints,
+    BLANK_PICTURE: BLANK_PICTURE, snapshotPicture: snapshotPicture };
   window.reflex = reflex;
   Object.keys(reflex).forEach(function (name) { window[name] = reflex[name]; });
 })();

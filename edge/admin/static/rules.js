@@ -7,33 +7,16 @@
  * form posts. Pointer events, so a mouse, a pen and a finger all work: a corner is added when the
  * pointer comes up where it went down (a finger that scrolls the page adds nothing).
  *
+ * Line: select#rule-line offers the lines of the chosen camera (each option's data-cameras; "every
+ * camera": the lines every camera has). A rule with a line watches its crossings instead of a zone: the
+ * zone editor is hidden and its field not posted, and the direction applies.
+ *
  * From a sentence: Preview asks the server what the router makes of the sentence (nothing changes);
  * Save adds the rule it showed. Everything from the server is shown by textContent. */
 (function () {
   "use strict";
 
   var r = window.reflex;
-  var TAP_SLOP_PX = 10;
-  var RETRY_MS = 2000;
-  var BLANK = "data:image/svg+xml," + encodeURIComponent(
-    '<svg xmlns="http://www.w3.org/2000/svg" width="640" height="360">' +
-    '<rect width="640" height="360" fill="#c9ced8"/></svg>');
-
-  function clamp(v) {
-    return Math.round(Math.min(1, Math.max(0, v)) * 10000) / 10000;
-  }
-
-  function readPoints(text) {
-    try {
-      var value = JSON.parse(text || "[]");
-      if (!Array.isArray(value)) { return []; }
-      return value.filter(function (p) {
-        return Array.isArray(p) && p.length === 2 && isFinite(p[0]) && isFinite(p[1]);
-      }).map(function (p) { return [clamp(+p[0]), clamp(+p[1])]; });
-    } catch (e) {
-      return [];
-    }
-  }
 
   function snapshotUrl(camera) {
     return "/api/cameras/" + encodeURIComponent(camera) + "/snapshot.jpg?t=" + Date.now();
@@ -49,10 +32,7 @@
     var missing = editor.querySelector(".zone-missing");
     var cameraSelect = document.getElementById("rule-camera");
     var cameras = (editor.getAttribute("data-cameras") || "").split(",").filter(Boolean);
-    var points = readPoints(input.value);
-    var wanted = img.getAttribute("src") || "";
-    var retry = null;
-    var down = null;
+    var points = r.readPoints(input.value);
 
     function draw() {
       shape.setAttribute("points", points.map(function (p) { return p[0] + "," + p[1]; }).join(" "));
@@ -64,35 +44,11 @@
         (points.length < 3 ? " (a zone needs at least 3)" : ""));
     }
 
-    function showBlank() {
-      if (img.getAttribute("src") !== BLANK) { img.setAttribute("src", BLANK); }
-      missing.classList.remove("hidden");
-      if (wanted && !retry) {
-        retry = window.setInterval(function () {  // the camera's first keyframe may come any moment
-          var probe = new Image();
-          probe.onload = function () {
-            window.clearInterval(retry);
-            retry = null;
-            missing.classList.add("hidden");
-            img.setAttribute("src", probe.src);
-          };
-          probe.src = wanted.split("?")[0] + "?t=" + Date.now();
-        }, RETRY_MS);
-      }
-    }
+    var picture = r.snapshotPicture(img, missing);
 
     function load(camera) {
-      if (retry) { window.clearInterval(retry); retry = null; }
-      wanted = camera ? snapshotUrl(camera) : "";
-      if (!wanted) { showBlank(); return; }
-      missing.classList.add("hidden");
-      img.setAttribute("src", wanted);
+      picture.load(camera ? snapshotUrl(camera) : "");
     }
-
-    img.addEventListener("error", function () {
-      if (img.getAttribute("src") !== BLANK) { showBlank(); }
-    });
-    if (!wanted || (img.complete && img.naturalWidth === 0)) { showBlank(); }
 
     if (cameraSelect) {
       cameraSelect.addEventListener("change", function () {
@@ -101,26 +57,10 @@
       });
     }
 
-    frame.addEventListener("pointerdown", function (event) {
-      if (event.button !== 0) { return; }
-      down = { x: event.clientX, y: event.clientY, id: event.pointerId };
-    });
-    frame.addEventListener("pointercancel", function () { down = null; });
-    frame.addEventListener("pointerup", function (event) {
-      if (!down || down.id !== event.pointerId) { return; }
-      var moved = Math.abs(event.clientX - down.x) + Math.abs(event.clientY - down.y);
-      down = null;
-      if (moved > TAP_SLOP_PX) { return; }
-      var rect = img.getBoundingClientRect();
-      if (!rect.width || !rect.height) { return; }
-      var x = (event.clientX - rect.left) / rect.width;
-      var y = (event.clientY - rect.top) / rect.height;
-      if (x < 0 || x > 1 || y < 0 || y > 1) { return; }
-      event.preventDefault();
-      points.push([clamp(x), clamp(y)]);
+    r.onPictureTap(frame, img, function (point) {
+      points.push(point);
       draw();
     });
-    img.addEventListener("dragstart", function (event) { event.preventDefault(); });
 
     document.getElementById("zone-undo").addEventListener("click", function () {
       points.pop();
@@ -208,9 +148,43 @@
     });
   }
 
+  function lineChoice(editor) {
+    var select = document.getElementById("rule-line");
+    var direction = document.getElementById("rule-direction");
+    var cameraSelect = document.getElementById("rule-camera");
+    if (!select || !direction) { return; }
+    var all = (editor && editor.getAttribute("data-cameras") || "").split(",").filter(Boolean);
+    var zoneInput = editor ? editor.querySelector("input[name=zone]") : null;
+
+    function offered(option) {
+      var has = (option.getAttribute("data-cameras") || "").split(",");
+      var chosen = cameraSelect && cameraSelect.value ? cameraSelect.value.split(",") : all;
+      return chosen.every(function (c) { return has.indexOf(c) >= 0; });
+    }
+
+    function update() {
+      Array.prototype.forEach.call(select.options, function (option) {
+        if (!option.value) { return; }
+        var ok = offered(option);
+        option.hidden = !ok;
+        option.disabled = !ok;
+        if (!ok && option.selected) { select.value = ""; }
+      });
+      var line = !!select.value;
+      direction.disabled = !line;
+      if (editor) { editor.classList.toggle("hidden", line); }
+      if (zoneInput) { zoneInput.disabled = line; }
+    }
+
+    select.addEventListener("change", update);
+    if (cameraSelect) { cameraSelect.addEventListener("change", update); }
+    update();
+  }
+
   r.onReady(function () {
     var editor = document.getElementById("zone-editor");
     if (editor) { zoneEditor(editor); }
+    lineChoice(editor);
     sentence();
   });
 })();
