@@ -25,7 +25,10 @@ GET_TIMEOUT_S = 0.5
 
 
 def feed(camera: Camera, loop: RedLoop, stop: threading.Event, heart: Heart = NO_HEART) -> None:
-    """Frames of `camera` into `loop` until `stop` or the end of a finite source."""
+    """Frames of `camera` into `loop` until `stop` or the end of a finite source. A live (or paced)
+    camera's newer frame nudges the loop (`RedLoop.nudge`): a look still waiting in line for the shared
+    detector goes on with it, so no camera falls behind its stream while the detector is busy."""
+    camera.on_arrival = loop.nudge
     still: bool | None = None
     while not stop.is_set():
         heart.beat()

@@ -1,8 +1,13 @@
 """The red loop for one camera: gate -> reflex engine -> tracker -> rules -> event log.
 
 `RedLoop.process` is called once per captured frame, from that camera's thread. Everything it needs
-is per camera except the object detector, which is shared (one inference session serves every
-camera: two sessions on two cores would only fight for them; it serialises itself).
+is per camera except the object detector, which is shared: each camera pre-processes and decodes on
+its own thread, and one inference worker (edge.reflex.worker) runs the model for all of them, in turn.
+While a camera's events are open its object detector looks at most `gate.event_max_looks_per_s` a
+second (`LookCap`): an open event needs a look now and then, not one per frame, and the detector's
+time is what every other camera waits for. The pixel detectors (fire, smoke) are the camera's own and
+are not capped; only while both are idle (no watch, no evidence) do frames the gate woke for motion
+alone reach them at most `gate.pixel_idle_looks_per_s` (`RedLoop._pixels_due`).
 
 Runtime changes (a switch, a rule added or removed, a fresh look asked for) come from the control
 surface on other threads. They take the loop's lock, which `process` holds per frame, so a change
@@ -18,21 +23,24 @@ their occupancy (tracks whose feet are inside, per zone and watched label, held 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from edge.config.models import CameraConfig, EdgeConfig
-from edge.gate import SilenceGate
+from edge.gate import GateDecision, SilenceGate
 from edge.live import CameraView, KeyframeRing, LineView, LiveView, TrackView
 from edge.metrics import Histogram, StageTimes
 from edge.reflex.engine import DetectResult
 from edge.reflex.fire import FireDetector
 from edge.reflex.smoke import SmokeDetector
+from edge.reflex.worker import Deferred
 from edge.rules import AREA_LABELS, EventMachine, Rule, Tracker, Transition
 from edge.rules.lines import LineCounter
 from edge.rules.rules import point_in_polygon
@@ -42,6 +50,56 @@ log = logging.getLogger("edge.redloop")
 
 COUNT_HOLD_S = 1.0
 """Seconds a track may go unseen and still be counted in the retained per-label counts."""
+
+
+IDLE_EVIDENCE = 0.05
+"""Peak evidence (0-1) below which a pixel detector that does not watch counts as idle (a third of the
+level that keeps a watch going): from there on, motion alone wakes it at gate.pixel_idle_looks_per_s."""
+
+CAPPED_REASONS = frozenset({"motion", "warm", "event", "refresh"})
+"""Gate wake-ups the look-rate cap may skip while an event is open; never the first look, a look someone
+asked for, or every frame of a camera whose gate is off."""
+
+
+class LookCap:
+    """At most `rate` looks a second of stream time (pts): one look per cell of a grid of 1/rate
+    seconds, shifted by `phase` (a fraction of a cell). Each camera's grid has its own phase (from its
+    name), so cameras that see the same thing at the same moment (a fleet started together, a light
+    switched on in a hall of them) ask the shared detector at different frames instead of all at once.
+    0: every look is due."""
+
+    SLACK_S = 1e-3
+    """Timestamps are rounded: a frame this early still counts as on time."""
+
+    __slots__ = ("_cell", "interval", "phase")
+
+    def __init__(self, rate: float, phase: float = 0.0) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.phase = (phase % 1.0) * self.interval
+        self._cell: int | None = None
+
+    @classmethod
+    def for_camera(cls, rate: float, camera: str) -> LookCap:
+        return cls(rate, zlib.crc32(camera.encode()) / 2**32)
+
+    def _cell_of(self, pts: float) -> int:
+        return math.floor((pts - self.phase + self.SLACK_S) / self.interval)
+
+    def due(self, pts: float) -> bool:
+        """May the camera look at `pts`? (Yes once per cell; also when the stream's clock started over.)"""
+        return not self.interval or self._cell is None or self._cell_of(pts) != self._cell
+
+    def took(self, pts: float) -> None:
+        """The camera looked at `pts` (for whatever reason): no capped look again in this cell."""
+        if self.interval:
+            self._cell = self._cell_of(pts)
+
+
+def _submit(detector: object, image: np.ndarray, labels: set[str] | None) -> Any:
+    """Queue a frame on a detector that can run while the red loop goes on (ObjectDetector.submit);
+    None for one that only detects in one call (a test's fake): it runs when its result is wanted."""
+    submit = getattr(detector, "submit", None)
+    return submit(image, labels) if submit is not None else None
 
 
 class Detector(Protocol):
@@ -121,6 +179,18 @@ class RedLoop:
         self.alert_latency = Histogram()
         self.frames = 0
         self.inferred = 0
+        self.capped = 0
+        """Frames the gate woke on that the object detector did not look at: over the look-rate cap
+        (gate.event_max_looks_per_s) while the camera's events were open."""
+        self._looks = LookCap.for_camera(cfg.gate.event_max_looks_per_s, camera)
+        self._pixel_looks = LookCap.for_camera(cfg.gate.pixel_idle_looks_per_s, camera)
+        self.pixel_idle = 0
+        """Frames the gate woke for motion alone that the idle pixel detectors did not look at
+        (gate.pixel_idle_looks_per_s)."""
+        self.deferred = 0
+        """Object looks given up while they waited for the shared detector, because the camera's next
+        frame had arrived (the look went on with that frame instead: `nudge`)."""
+        self._key: int | None = None
         self.last_frame: Frame | None = None
         self.last_look = 0.0
         """time.monotonic() of the last frame any detector ran on (0: none yet)."""
@@ -229,6 +299,7 @@ class RedLoop:
             return self._process(frame, requested)
 
     def _process(self, frame: Frame, requested: bool) -> list[Transition]:
+        self._key = threading.get_ident()  # whose looks wait in the shared models' lines (nudge)
         self.frames += 1
         self.last_frame = frame
         if frame.decode_ms:
@@ -247,23 +318,40 @@ class RedLoop:
         )
         t1 = time.perf_counter()
         self.times.add("gate", (t1 - t0) * 1000)
-        objects = decision.wake
-        if not objects and not self._pixel_watching(frame.pts):
+        woke = decision.wake
+        # While the camera's events are open, the object detector (shared by every camera) looks at most
+        # gate.event_max_looks_per_s; the pixel detectors still get every frame the gate wakes.
+        objects = woke and (
+            decision.reason not in CAPPED_REASONS or not self.events.settled or self._looks.due(frame.pts)
+        )
+        if objects:
+            self._looks.took(frame.pts)
+        elif woke:
+            self.capped += 1
+        watching = self._pixel_watching(frame.pts)
+        if not woke and not watching:
             self.times.add("skip", (t1 - t0) * 1000)
             self._done(frame)
             return []
-        # A frame the gate skipped still goes to a fire detector that is watching a flicker build up.
-        self.inferred += 1
-        self.last_look = time.monotonic()
-        detections = self._detect(frame, objects=objects, asked=bool(asked))
+        # A frame the gate skipped still goes to a fire detector that is watching a flicker build up;
+        # one the gate woke for motion alone may not go to idle pixel detectors (gate.pixel_idle_looks_per_s).
+        pixels = watching or self._pixels_due(frame.pts, decision)
+        if pixels:
+            self._pixel_looks.took(frame.pts)
+        elif self.fire is not None or self.smoke is not None:
+            self.pixel_idle += 1
+        if objects or pixels:
+            self.inferred += 1
+            self.last_look = time.monotonic()
+        detections, looked = self._detect(frame, objects=objects, pixels=pixels, asked=bool(asked))
         t2 = time.perf_counter()
         height, width = frame.image.shape[:2]
         seen = self.tracker.update(detections, frame.pts)
         crossings = self.lines.step(seen, frame.pts, width, height) if self.lines is not None else []
         transitions = self.events.step(seen, frame.index, frame.pts, width, height, crossings)
-        if self.zones and objects:
+        if self.zones and looked:
             self._occupy(frame.pts, width, height)
-        self._count(frame, objects)
+        self._count(frame, looked)
         self.times.add("rules", (time.perf_counter() - t2) * 1000)
         self._emit(transitions, frame)
         self._done(frame)
@@ -271,37 +359,85 @@ class RedLoop:
             done.set()
         return transitions
 
-    def _detect(self, frame: Frame, *, objects: bool, asked: bool) -> list[Detection]:
+    def _detect(
+        self, frame: Frame, *, objects: bool, pixels: bool = True, asked: bool
+    ) -> tuple[list[Detection], bool]:
         """Objects of every label (the live view shows them all), and fire; returns what the tracker
-        follows: watched object labels and fire. A camera whose rules watch no objects runs the
-        object detector only when someone asks for a look."""
-        detections: list[Detection] = []
-        if objects and self.detector is not None and (self.object_labels or asked):
-            result = self.detector.detect(frame.image, None)
-            self.times.add("preprocess", result.preprocess_ms)
-            self.times.add("infer", result.infer_ms)
-            self.times.add("post", result.post_ms)
-            self._detections = tuple(result.detections)
-            self._objects_at = time.time()
-            detections.extend(d for d in result.detections if d.label in self.object_labels)
+        follows (watched object labels and fire), and whether the object detector's look counts (False
+        when it was deferred for a newer frame). A camera whose rules watch no objects runs the object
+        detector only when someone asks for a look. `objects`: the object detector and the extra
+        models look (the gate woke, within the look-rate cap); `pixels`: the pixel detectors run (the
+        gate woke, within their idle rate, or they watch), while the shared model runs."""
+        wants = objects and self.detector is not None and (self.object_labels or asked)
+        look = _submit(self.detector, frame.image, None) if wants else None
         # Extra models (config extra_models): on woken frames, for the labels rules here take from them.
-        for model, labels in self.model_labels if objects else ():
-            result = model.detect(frame.image, labels)
-            self.times.add("model", result.preprocess_ms + result.infer_ms + result.post_ms)
-            detections.extend(result.detections)
+        model_looks = (
+            [(m, labels, _submit(m, frame.image, labels)) for m, labels in self.model_labels]
+            if objects
+            else []
+        )
+        pixel: list[Detection] = []
         smoke: list[Detection] = []
-        if self.smoke is not None:
+        if self.smoke is not None and pixels:
             t = time.perf_counter()
             smoke = self.smoke.detect(frame.image, frame.pts, damaged=frame.damaged)
             self.times.add("smoke", (time.perf_counter() - t) * 1000)
             if "smoke" in self.pixel_labels:
-                detections.extend(smoke)
-        if self.fire is not None:
+                pixel.extend(smoke)
+        if self.fire is not None and pixels:
             t = time.perf_counter()
             hints = [d.box for d in smoke]
-            detections.extend(self.fire.detect(frame.image, frame.pts, damaged=frame.damaged, hints=hints))
+            pixel.extend(self.fire.detect(frame.image, frame.pts, damaged=frame.damaged, hints=hints))
             self.times.add("fire", (time.perf_counter() - t) * 1000)
-        return detections
+        detections: list[Detection] = []
+        looked = objects
+        if wants:
+            assert self.detector is not None
+            try:
+                result = look.result() if look is not None else self.detector.detect(frame.image, None)
+            except Deferred:  # this camera's newer frame arrived while the look still waited in line
+                self.deferred += 1
+                looked = False
+            else:
+                self.times.add("preprocess", result.preprocess_ms)
+                self.times.add("infer", result.infer_ms)
+                self.times.add("post", result.post_ms)
+                self.times.add("wait", result.wait_ms)
+                self._detections = tuple(result.detections)
+                self._objects_at = time.time()
+                detections.extend(d for d in result.detections if d.label in self.object_labels)
+        for model, labels, model_look in model_looks:
+            try:
+                result = model_look.result() if model_look is not None else model.detect(frame.image, labels)
+            except Deferred:
+                continue
+            self.times.add("model", result.preprocess_ms + result.infer_ms + result.post_ms)
+            detections.extend(result.detections)
+        return detections + pixel, looked
+
+    def nudge(self) -> None:
+        """The camera's next frame arrived (called by its capture thread): a look of this camera still
+        waiting in line for a shared model is given up for it (newest frame wins; see
+        edge.reflex.worker). Never for a lossless scan, which must see every frame whole."""
+        key = self._key
+        if key is None:
+            return
+        for detector in (self.detector, *self.models):
+            defer = getattr(detector, "defer", None)
+            if defer is not None:
+                defer(key)
+
+    def _pixels_due(self, pts: float, decision: GateDecision) -> bool:
+        """Do the pixel detectors look at this frame the gate woke? Always, unless it woke for motion
+        alone (no new warm light) while neither detector watches or holds evidence: then at most
+        gate.pixel_idle_looks_per_s (a person walking through wakes every frame, and an idle fire or
+        smoke detector needs a look now and then to notice a candidate, not ten)."""
+        if decision.reason != "motion" or decision.warm or not self._pixel_looks.interval:
+            return True
+        for detector in (self.fire, self.smoke):
+            if detector is not None and detector.peak_evidence >= IDLE_EVIDENCE:
+                return True
+        return self._pixel_looks.due(pts)
 
     def _pixel_watching(self, pts: float) -> bool:
         """A pixel detector needs this frame although the gate skips it (a flicker or a plume builds)."""
@@ -436,6 +572,9 @@ class RedLoop:
         return {
             "frames": self.frames,
             "frames_inferred": self.inferred,
+            "frames_capped": self.capped,
+            "frames_pixel_idle": self.pixel_idle,
+            "frames_deferred": self.deferred,
             "gate_skip_ratio": round(1 - self.inferred / self.frames, 4) if self.frames else 0.0,
             "fps": round(self.frames / wall_s, 2) if wall_s > 0 else 0.0,
             "stage_ms": self.times.summary(),

@@ -118,6 +118,9 @@ class Camera:
         self._last_arrival = 0.0
         self._still: bool | None = None  # known once a source opened
         self._lossless = False
+        self.on_arrival: Callable[[], None] | None = None
+        """Called on the capture thread after each frame is handed over, unless lossless (the red loop's
+        `nudge`: a look still waiting for the shared detector goes on with the newer frame)."""
 
     def start(self) -> None:
         """Start the capture thread (a disabled camera stays idle)."""
@@ -292,6 +295,12 @@ class Camera:
             self._arrivals.append(frame.arrived)
             self._next_index, self._last_pts, self._last_arrival = frame.index + 1, frame.pts, frame.arrived
             self._cond.notify_all()
+        arrival = self.on_arrival
+        if arrival is not None and not lossless:
+            try:
+                arrival()
+            except Exception:
+                log.exception("on_arrival callback failed for %s", self.name)
 
     def _end(self) -> None:
         """A finite source ran out: wake waiting consumers and report the camera offline for good."""

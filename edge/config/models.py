@@ -339,6 +339,29 @@ class GateConfig(Strict):
     event_refresh_s: float = Field(0.5, gt=0)
     """While an event is open, wake at least this often even without motion: a still intruder stays
     seen, and one who left is found gone within a few looks instead of every frame until it ends."""
+    event_max_looks_per_s: float = Field(2.0, ge=0)
+    """While one of the camera's events is open (and no new track is on its way to becoming one), the
+    object detector looks at this camera at most this often, however much moves: an open event needs a
+    look now and then to stay open and to repeat its alerts, not one per frame, and the detector is
+    shared by every camera. Sightings that start events are never capped, nor is the first look, a
+    look someone asked for, or a camera whose gate is off. The fire and smoke detectors are not capped:
+    they run on every frame the gate wakes, as before. 0: no cap."""
+    pixel_idle_looks_per_s: float = Field(2.0, ge=0)
+    """While neither pixel detector (fire, smoke) watches a candidate or holds evidence, frames the
+    gate woke for motion alone (no new warm light) go to them at most this often (stream time): a
+    person walking through wakes every frame, and an idle detector needs only a look now and then to
+    find a candidate, whereupon it watches every frame again. Warm light, refreshes, events and
+    requests always reach them. 0: every frame the gate wakes."""
+
+    @model_validator(mode="after")
+    def _cap_over_refresh(self) -> GateConfig:
+        rate = self.event_max_looks_per_s
+        if rate and rate * self.event_refresh_s < 1.0 - 1e-9:
+            raise ValueError(
+                f"event_max_looks_per_s ({rate:g}) allows fewer looks than event_refresh_s "
+                f"({self.event_refresh_s:g} s) asks for: make it at least {1 / self.event_refresh_s:g}, or 0"
+            )
+        return self
 
 
 class ModelConfig(Strict):
@@ -351,7 +374,9 @@ class ModelConfig(Strict):
     CUDA execution provider where onnxruntime-gpu offers it, else the CPU). `edge doctor` says which
     and why."""
     threads: int = Field(0, ge=0)
-    """Inference threads (0: the runtime's default)."""
+    """Inference threads. 0 (the default): on the CPU, ONNX Runtime's fastest (every core, spinning)
+    while one camera uses the model, and a lean single-threaded session without spinning while several
+    share it (a third of the CPU per inference); with a GPU, the runtime's default."""
     score_threshold: float = Field(0.3, gt=0, lt=1)
     nms_iou: float = Field(0.45, gt=0, lt=1)
     precision: Literal["fp16", "int8", "fp32"] = "fp16"

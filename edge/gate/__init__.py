@@ -9,6 +9,7 @@ well under a millisecond at 720p.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -34,6 +35,9 @@ class GateDecision:
     """Why the engine runs ('first', 'motion', 'event', 'refresh', 'request', 'off') or 'still'."""
     changed: float
     """Fraction of thumbnail pixels that differ from the background."""
+    warm: bool = False
+    """New, changing warm light was seen (see `WarmLight`), whatever the reason given: a frame that
+    woke for motion may show it too."""
 
 
 @dataclass(slots=True)
@@ -99,10 +103,11 @@ class SilenceGate:
             return self._wake("off", changed, pts)
         if requested:
             return self._wake("request", changed, pts)
+        lit = warm >= WARM_MIN_PIXELS
         if changed >= self.cfg.area_threshold:
-            return self._wake("motion", changed, pts)
-        if warm >= WARM_MIN_PIXELS:
-            return self._wake("warm", changed, pts)
+            return self._wake("motion", changed, pts, lit)
+        if lit:
+            return self._wake("warm", changed, pts, lit)
         since = pts - self._last_wake_pts
         if event_active and since >= self.cfg.event_refresh_s:
             return self._wake("event", changed, pts)
@@ -128,10 +133,10 @@ class SilenceGate:
         moving = cv2.min(vs_background, vs_previous)
         return cv2.countNonZero(cv2.threshold(moving, thr, 255, cv2.THRESH_BINARY)[1]) / moving.size
 
-    def _wake(self, reason: str, changed: float, pts: float) -> GateDecision:
+    def _wake(self, reason: str, changed: float, pts: float, warm: bool = False) -> GateDecision:
         self.stats.woke[reason] += 1
         self._last_wake_pts = pts
-        return GateDecision(True, reason, changed)
+        return GateDecision(True, reason, changed, warm)
 
 
 class WarmLight:
@@ -151,16 +156,22 @@ class WarmLight:
         self._previous: np.ndarray | None = None
         self._background: np.ndarray | None = None
 
-    def update(self, image: np.ndarray) -> np.ndarray:
-        """Bool map of new, changing warm light in a BGR image (all False on the first call or a new size)."""
-        blue, green, red = cv2.split(image)
+    def update(self, image: np.ndarray, channels: Sequence[np.ndarray] | None = None) -> np.ndarray:
+        """Bool map of new, changing warm light in a BGR image (all False on the first call or a new
+        size). `channels`: ``cv2.split(image)`` when the caller has it already."""
+        blue, green, red = channels if channels is not None else cv2.split(image)
         previous, background = self._previous, self._background
         self._previous = red
         if previous is None or background is None or background.shape != red.shape:
             self._background = red.astype(np.float32)
             return np.zeros(red.shape, bool)
-        rising = (red.astype(np.float32) - background) >= WARM_RISE
-        cv2.accumulateWeighted(red, background, self._alpha)
-        changing = cv2.absdiff(red, previous) >= WARM_CHANGE
+        # Warm and changing are 8-bit tests; the float test of the rise over the background is made
+        # only where they hold somewhere (most frames of a scene without warm light have none).
         warm = (red >= WARM_R_MIN) & (red >= green) & (green >= blue)
-        return rising & changing & warm
+        warm &= cv2.absdiff(red, previous) >= WARM_CHANGE
+        if not warm.any():
+            cv2.accumulateWeighted(red, background, self._alpha)
+            return warm
+        rising = cv2.subtract(red, background, dtype=cv2.CV_32F) >= WARM_RISE
+        cv2.accumulateWeighted(red, background, self._alpha)
+        return rising & warm

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Hashable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,6 +21,7 @@ from edge.config.models import ModelConfig
 from edge.reflex.backends import Backend, open_backend
 from edge.reflex.decoders import make_decoder
 from edge.reflex.manifest import ModelError, ModelManifest, load_manifest, resolve_model_path, verify_sha256
+from edge.reflex.worker import InferenceWorker, Pending
 from edge.types import Detection
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +35,8 @@ class DetectResult(NamedTuple):
     preprocess_ms: float
     infer_ms: float
     post_ms: float
+    wait_ms: float = 0.0
+    """Queued behind other cameras' inferences (the shared worker) before the model took this frame."""
 
 
 class Letterbox(NamedTuple):
@@ -108,7 +112,9 @@ class Preprocessor:
 
 
 class ObjectDetector:
-    """One model, one backend; detect() is serialised by a lock because it reuses its input buffers."""
+    """One model, one backend, shared by every camera: each caller's thread pre-processes its frame
+    into its own buffer and decodes its own result, and one inference worker (edge.reflex.worker) runs
+    the model for all of them, fairly, batching where the model allows it."""
 
     def __init__(
         self,
@@ -141,14 +147,15 @@ class ObjectDetector:
         self._decoder = make_decoder(manifest)
         self._label_ids = {name: i for i, name in enumerate(self.labels)}
         self._masks: dict[frozenset[str], np.ndarray] = {}
-        self._lock = threading.Lock()
-        self._pre = Preprocessor(manifest)
-        self._tensor = self._pre.tensor
+        self._local = threading.local()
+        """Each calling thread's Preprocessor (it reuses its buffers; a camera's red loop is one thread)."""
         self._check_output()
+        self.worker = InferenceWorker(self.backend, name=f"detector-{name}")
 
     def _check_output(self) -> None:
         """Run once on a blank input: warms the backend up and proves the manifest describes this model."""
-        out = self.backend.infer(np.zeros_like(self._tensor))
+        inp = self.manifest.input
+        out = self.backend.infer(np.zeros((1, 3, inp.height, inp.width), np.float32))
         want = self._decoder.shape_problem(tuple(out.shape))  # the decoder knows its family's layout
         if want is not None:
             raise ModelError(
@@ -159,9 +166,12 @@ class ObjectDetector:
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """BGR uint8 frame -> model input tensor, exactly as the manifest says, and where the frame went.
 
-        The tensor is a reused buffer, valid until the next call.
+        The tensor is this thread's reused buffer, valid until its next call.
         """
-        return self._pre(image)
+        pre = getattr(self._local, "pre", None)
+        if pre is None:
+            pre = self._local.pre = Preprocessor(self.manifest)
+        return pre(image)
 
     def _class_mask(self, labels: set[str] | None) -> np.ndarray | None:
         if labels is None:
@@ -174,37 +184,54 @@ class ObjectDetector:
             self._masks[key] = mask
         return mask
 
-    def detect(self, image: np.ndarray, labels: set[str] | None = None) -> DetectResult:
+    def detect(
+        self, image: np.ndarray, labels: set[str] | None = None, *, key: Hashable | None = None
+    ) -> DetectResult:
         """Objects in a BGR frame, best first, boxes in frame pixels clipped to the frame, with the
-        time each stage took. One lock (this detector's own: it reuses its buffers) serves every camera.
+        time each stage took. Pre-processing and decoding run on the calling thread; the inference on
+        the shared worker, which serves every camera in turn.
 
         `labels` keeps only those classes (None: all); names the model does not know, such as "fire",
-        simply match nothing, so a camera's watch list can be passed as it is.
+        simply match nothing, so a camera's watch list can be passed as it is. `key`: whose request this
+        is (default: the calling thread, one per camera); a newer request of the same key replaces one
+        still waiting, which raises Superseded.
         """
-        with self._lock:
-            t0 = time.perf_counter()
-            tensor, lb = self.preprocess(image)
-            t1 = time.perf_counter()
-            output = self.backend.infer(tensor)
-            t2 = time.perf_counter()
-            boxes, scores, class_ids = self._decoder(output, self.score_threshold, self._class_mask(labels))
-            keep = self._nms(boxes, scores, class_ids)
-            h, w = image.shape[:2]
-            frame_boxes = (boxes[keep] - (lb.pad_x, lb.pad_y, lb.pad_x, lb.pad_y)) / (
-                lb.scale_x,
-                lb.scale_y,
-                lb.scale_x,
-                lb.scale_y,
+        return self.submit(image, labels, key=key).result()
+
+    def submit(
+        self, image: np.ndarray, labels: set[str] | None = None, *, key: Hashable | None = None
+    ) -> Look:
+        """`detect` in two halves: pre-process and queue the frame now, `.result()` later. The caller's
+        thread may do other work meanwhile (the red loop runs its pixel detectors while the model runs);
+        this thread's input buffer stays the request's until then."""
+        t0 = time.perf_counter()
+        tensor, lb = self.preprocess(image)
+        request = self.worker.submit(tensor, threading.get_ident() if key is None else key)
+        return Look(self, image.shape[:2], labels, lb, request, (time.perf_counter() - t0) * 1e3)
+
+    def defer(self, key: Hashable) -> bool:
+        """`key`'s request still waiting in line is given up for its camera's newer frame (its caller
+        gets Deferred, and its next request takes the place in line); see InferenceWorker.defer."""
+        return self.worker.defer(key)
+
+    def _decode(self, output: np.ndarray, shape: tuple[int, ...], labels: set[str] | None,
+                lb: Letterbox) -> list[Detection]:  # fmt: skip
+        boxes, scores, class_ids = self._decoder(output, self.score_threshold, self._class_mask(labels))
+        keep = self._nms(boxes, scores, class_ids)
+        h, w = shape[:2]
+        frame_boxes = (boxes[keep] - (lb.pad_x, lb.pad_y, lb.pad_x, lb.pad_y)) / (
+            lb.scale_x,
+            lb.scale_y,
+            lb.scale_x,
+            lb.scale_y,
+        )
+        np.clip(frame_boxes, 0.0, (w, h, w, h), out=frame_boxes)
+        return [
+            Detection(label=self.labels[c], score=s, box=(x1, y1, x2, y2), detector=self.name)
+            for (x1, y1, x2, y2), s, c in zip(
+                frame_boxes.tolist(), scores[keep].tolist(), class_ids[keep].tolist(), strict=True
             )
-            np.clip(frame_boxes, 0.0, (w, h, w, h), out=frame_boxes)
-            found = [
-                Detection(label=self.labels[c], score=s, box=(x1, y1, x2, y2), detector=self.name)
-                for (x1, y1, x2, y2), s, c in zip(
-                    frame_boxes.tolist(), scores[keep].tolist(), class_ids[keep].tolist(), strict=True
-                )
-            ]
-            t3 = time.perf_counter()
-        return DetectResult(found, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        ]
 
     def _nms(self, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
         """Per-class NMS in one call: shifting each class by more than all boxes span keeps classes apart.
@@ -217,6 +244,26 @@ class ObjectDetector:
         shifted = boxes + (class_ids * span)[:, None]
         xywh = np.concatenate((shifted[:, :2], shifted[:, 2:] - shifted[:, :2]), axis=1)
         return np.asarray(cv2.dnn.NMSBoxes(xywh, scores, 0.0, self.nms_iou), dtype=np.int64).reshape(-1)
+
+
+class Look:
+    """A frame queued for the shared model (ObjectDetector.submit); `result()` waits and decodes."""
+
+    __slots__ = ("_detector", "_labels", "_lb", "_pre_ms", "_shape", "request")
+
+    def __init__(self, detector: ObjectDetector, shape: tuple[int, ...], labels: set[str] | None,
+                 lb: Letterbox, request: Pending, pre_ms: float) -> None:  # fmt: skip
+        self._detector, self._shape, self._labels, self._lb = detector, shape, labels, lb
+        self.request = request
+        self._pre_ms = pre_ms
+
+    def result(self) -> DetectResult:
+        """What the model saw (raises Deferred, Superseded, or what the model raised)."""
+        output = self.request.result()
+        t0 = time.perf_counter()
+        found = self._detector._decode(output, self._shape, self._labels, self._lb)
+        post_ms = (time.perf_counter() - t0) * 1e3
+        return DetectResult(found, self._pre_ms, self.request.infer_ms, post_ms, self.request.wait_ms)
 
 
 def locate_model(cfg: ModelConfig, base_dir: Path) -> tuple[ModelManifest, Path]:

@@ -267,14 +267,17 @@ class _Step(NamedTuple):
     """The change since the reference frame is a decoder smear or a cut, not flicker."""
 
 
-def _masks(image: np.ndarray, relative: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _masks(
+    image: np.ndarray, relative: bool = False, channels: Sequence[np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(fire colour uint8 0/1, candidate bool) of one BGR image at its own scale.
 
     `relative` (the fine image): a pixel far brighter in red than its surroundings is a core as well.
     A flame of a few pixels is imaged with its light spread over its neighbours, so its core rarely
     reaches the absolute levels, but it still outshines what is around it; surfaces only reflect.
+    `channels`: ``cv2.split(image)`` when the caller has it already.
     """
-    blue, green, red = cv2.split(image)
+    blue, green, red = channels if channels is not None else cv2.split(image)
     colour = (red >= FIRE_R_MIN) & (red >= green) & (cv2.subtract(red, blue) >= FIRE_RB_MIN)
     core = (red >= CORE_R_MIN) & (green >= CORE_G_MIN)
     if relative:
@@ -598,8 +601,9 @@ class FireDetector:
         scale = image.shape[1] / w
         masks = _masks(small)
         fine, fine_scale = _fine(image)
-        fine_masks = _masks(fine, relative=True) if fine is not small else masks
-        opener = fine_masks[1] | self._warm.update(fine)
+        fine_channels = cv2.split(fine)
+        fine_masks = _masks(fine, relative=True, channels=fine_channels) if fine is not small else masks
+        opener = fine_masks[1] | self._warm.update(fine, fine_channels)
         if hints:
             _open_at_smoke(opener, fine_masks[0], hints, fine_scale)
         candidate = masks[1] | _pool(opener, (w, h))
@@ -611,11 +615,12 @@ class FireDetector:
             self._smear_pts = pts
             return self._ignore(pts)
         found = self._main.regions(step.colour, scale)
-        if self._panning(grey_now):
+        zooming = self._watch_since is not None and fine_scale < scale
+        if self._panning(grey_now, needed=zooming or bool(self._zooms)):
             # A window fixed in the frame while the picture pans shows texture sliding through it,
             # which its small crop cannot follow: the thumbnail judges a moving picture alone.
             self._zooms.clear()
-        elif self._watch_since is not None and fine_scale < scale:
+        elif zooming:
             area = float(h * w) * scale**2
             zoomed = self._zoom_in(
                 fine, fine_masks[0], opener, fine_scale, pts, found, area, scale / fine_scale
@@ -669,12 +674,13 @@ class FireDetector:
                 return True
         return False
 
-    def _panning(self, grey: np.ndarray) -> bool:
+    def _panning(self, grey: np.ndarray, needed: bool = True) -> bool:
         """True when the whole thumbnail moved since the last call by more than ``ZOOM_MAX_PAN``
-        (phase correlation: one global shift, a fraction of a millisecond at thumbnail size)."""
+        (phase correlation: one global shift, a fraction of a millisecond at thumbnail size).
+        Not `needed` (no zoom window open, none to open): only the frame is kept for the next call."""
         now = grey.astype(np.float32)
         before, self._grey_before = self._grey_before, now
-        if before is None or before.shape != now.shape:
+        if not needed or before is None or before.shape != now.shape:
             return False
         (dx, dy), _ = cv2.phaseCorrelate(before, now)
         return math.hypot(dx, dy) > ZOOM_MAX_PAN
@@ -752,39 +758,56 @@ class FireDetector:
         for the flame that starts later next to them.
         """
         fh, fw = fine.shape[:2]
-        grey = cv2.cvtColor(fine, cv2.COLOR_BGR2GRAY)
-        _, _, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(opener.view(np.uint8), _K_JOIN))
-        candidate = (colour > 0) & (fine[..., 2] >= ZOOM_R_MIN)
-        thumb_side = ZOOM_MAX_SIDE * ratio
-        for i in np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1:
-            x, y, bw, bh = (int(v) for v in stats[i, :4])
-            if max(bw, bh) > thumb_side:
-                continue  # big enough to be judged on the thumbnail
-            cx, cy = x + bw / 2, y + bh / 2
-            zoom = next((z for z in self._zooms if _inside(cx, cy, z.box)), None)
-            if zoom is not None:
+        joined = cv2.dilate(opener.view(np.uint8), _K_JOIN)
+        # 16-bit labels (when they cannot run out) are the same labels, found three times faster.
+        ltype = cv2.CV_16U if cv2.countNonZero(joined) < 65535 else cv2.CV_32S
+        _, _, stats, _ = cv2.connectedComponentsWithStats(joined, ltype=ltype)
+        # Grey is pointwise: crops of it are taken from the crops of `fine` they are needed for.
+        grey = _LazyGrey(fine)
+        # Largest first; those too big for a zoom window are judged on the thumbnail. A busy scene
+        # holds hundreds of specks: what follows is done on arrays, not one speck at a time.
+        order = np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1
+        order = order[np.maximum(stats[order, cv2.CC_STAT_WIDTH], stats[order, cv2.CC_STAT_HEIGHT])
+                      <= ZOOM_MAX_SIDE * ratio]  # fmt: skip
+        px = stats[order, cv2.CC_STAT_LEFT] + stats[order, cv2.CC_STAT_WIDTH] / 2
+        py = stats[order, cv2.CC_STAT_TOP] + stats[order, cv2.CC_STAT_HEIGHT] / 2
+        free = np.ones(order.size, bool)
+        for zoom in self._zooms:  # a candidate in a window keeps the first window it lies in
+            inside = free & _inside_all(px, py, zoom.box)
+            if inside.any():
                 zoom.seen = pts
-                continue
-            if any(_inside(cx, cy, d.box) and _same_look(grey, d) for d in self._dismissed):
-                continue
+                free &= ~inside
+        if len(self._zooms) < ZOOMS_MAX and free.any() and self._dismissed:
+            for dismissed in self._dismissed:  # a dismissed place that looks the same opens nothing
+                inside = free & _inside_all(px, py, dismissed.box)
+                if inside.any() and _same_look(grey, dismissed):
+                    free &= ~inside
+        opened: list[_Zoom] = []
+        for i in np.flatnonzero(free):
             if len(self._zooms) >= ZOOMS_MAX:
+                break
+            bw, bh = (int(v) for v in stats[order[i], 2:4])
+            if any(_inside(float(px[i]), float(py[i]), z.box) for z in opened):
                 continue
             side = min(max(ZOOM_MIN_SIDE, ZOOM_CONTEXT * max(bw, bh)), fw, fh)
-            x0 = int(min(max(0, cx - side / 2), fw - side))
-            y0 = int(min(max(0, cy - side / 2), fh - side))
+            x0 = int(min(max(0, px[i] - side / 2), fw - side))
+            y0 = int(min(max(0, py[i] - side / 2), fh - side))
             box = (x0, y0, x0 + side, y0 + side)
-            self._zooms.append(_Zoom(box, _Analysis(self._cfg, judge_smears=False), pts, pts))
+            zoom = _Zoom(box, _Analysis(self._cfg, judge_smears=False), pts, pts)
+            opened.append(zoom)
+            self._zooms.append(zoom)
         out: list[Detection] = []
         keep: list[_Zoom] = []
         for zoom in self._zooms:
             x0, y0, x1, y1 = zoom.box
             crop = np.ascontiguousarray(fine[y0:y1, x0:x1])
-            crop_masks = (colour[y0:y1, x0:x1], candidate[y0:y1, x0:x1])
+            crop_colour = colour[y0:y1, x0:x1]
+            crop_masks = (crop_colour, (crop_colour > 0) & (crop[..., 2] >= ZOOM_R_MIN))
             step = zoom.analysis.step(crop, pts, crop_masks)
             evidence = zoom.analysis.peak_evidence >= WATCH_KEEP_EVIDENCE
             zoom.proved = zoom.proved or evidence
             if not zoom.proved and pts - zoom.since > ZOOM_TRIAL_S:
-                self._dismissed.append(_Dismissed(zoom.box, grey[y0:y1, x0:x1].copy()))
+                self._dismissed.append(_Dismissed(zoom.box, grey.crop(zoom.box)))
             elif evidence or pts - zoom.seen <= ZOOM_KEEP_S:
                 keep.append(zoom)
             for d in zoom.analysis.regions(step.colour, fine_scale, (x0 * fine_scale, y0 * fine_scale),
@@ -835,10 +858,20 @@ def _periodic(series: deque[tuple[float, float]]) -> bool:
     return best >= PERIODIC_CORRELATION
 
 
-def _same_look(grey: np.ndarray, dismissed: _Dismissed) -> bool:
+class _LazyGrey:
+    """The grey version of the fine image, converted only where a crop of it is asked for."""
+
+    def __init__(self, fine: np.ndarray) -> None:
+        self._fine = fine
+
+    def crop(self, box: tuple[int, int, int, int]) -> np.ndarray:
+        x0, y0, x1, y1 = box
+        return cv2.cvtColor(np.ascontiguousarray(self._fine[y0:y1, x0:x1]), cv2.COLOR_BGR2GRAY)
+
+
+def _same_look(grey: _LazyGrey, dismissed: _Dismissed) -> bool:
     """True when the fine grey image still looks, inside a dismissed window, as it did then."""
-    x0, y0, x1, y1 = dismissed.box
-    crop = grey[y0:y1, x0:x1]
+    crop = grey.crop(dismissed.box)
     if crop.shape != dismissed.grey.shape:
         return False
     return cv2.countNonZero(cv2.threshold(cv2.absdiff(crop, dismissed.grey), STILL_PIXEL_CHANGE, 1,
@@ -847,6 +880,11 @@ def _same_look(grey: np.ndarray, dismissed: _Dismissed) -> bool:
 
 def _inside(x: float, y: float, box: tuple[float, float, float, float]) -> bool:
     return box[0] <= x <= box[2] and box[1] <= y <= box[3]
+
+
+def _inside_all(x: np.ndarray, y: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """`_inside` for arrays of points."""
+    return (box[0] <= x) & (x <= box[2]) & (box[1] <= y) & (y <= box[3])
 
 
 def _pool(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:

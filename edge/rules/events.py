@@ -135,6 +135,12 @@ class EventMachine:
         return bool(self._open or self._candidates)
 
     @property
+    def settled(self) -> bool:
+        """True while an event is open and no new track is on its way to becoming one: the state in
+        which the red loop may cap how often it looks (gate.event_max_looks_per_s)."""
+        return bool(self._open) and not self._candidates
+
+    @property
     def labels(self) -> set[str]:
         return {r.label for r in self.rules}
 
