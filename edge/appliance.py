@@ -57,12 +57,16 @@ from edge.redact import redact
 from edge.redloop import Detector, RedLoop, Sink
 from edge.reflex import build_detector
 from edge.rules import Rule, Transition
+from edge.rules.lines import LineCounter, local_iso
 from edge.store import DataLock, EventLog, StoreError
 from edge.store.db import one_line
 from edge.store.models import push_channel
 from edge.types import Frame
 from edge.verify import Verifier
 from edge.wiring import known_labels, load_models, needs_objects
+
+LINE_COUNTS_KEY = "line_counts:"
+"""Event-log setting per camera (this + its name) holding today's line counts (LineCounter.stored)."""
 
 log = logging.getLogger("edge.appliance")
 
@@ -212,8 +216,12 @@ class Appliance:
         rules = self.control.active_rules()
         wants_objects = needs_objects([r for r in rules if r.applies_to(name)]) or bool(cfg.lines)
         detector = self._load_detector() if wants_objects else self._detector
-        self.loops[name] = RedLoop(name, self.cfg, rules, detector, self._sinks, live=self.live,
-                                   models=self.models, camera_cfg=cfg)  # fmt: skip
+        loop = RedLoop(name, self.cfg, rules, detector, self._sinks, live=self.live, models=self.models,
+                       camera_cfg=cfg)  # fmt: skip
+        self.loops[name] = loop
+        if loop.lines is not None:
+            self._restore_line_counts(name, loop.lines)
+            loop.on_lines = self._line_counts
         self.cameras[name] = Camera(name, cfg, on_status=self._camera_status)
 
     def _run_camera(self, name: str) -> None:
@@ -253,6 +261,30 @@ class Appliance:
             for topic_filter in discovery_filters(self.cfg.mqtt.discovery_prefix, self.cfg.device.id):
                 self.bus.sweep(topic_filter, self._stale_discovery)
 
+    def _restore_line_counts(self, name: str, counter: LineCounter) -> None:
+        """Today's line counts from before a restart (edge.rules.lines), when the event log has them."""
+        try:
+            stored = self.events.setting(LINE_COUNTS_KEY + name)
+        except StoreError as exc:
+            log.error("camera %s: cannot read its stored line counts; they start at 0: %s", name, exc)
+            return
+        if stored is not None and counter.restore(stored["value"]):
+            log.info("camera %s: line counts since %s taken back", name, local_iso(counter.since))
+
+    def _line_counts(self, camera: str, line: str, label: str, counts: dict[str, object]) -> None:
+        """A line count changed (on the camera's red loop): retained on MQTT and kept in the event log,
+        so a restart does not zero the day's counts. A store that fails is said, never raised into
+        the red loop."""
+        if self.retained is not None:
+            self.retained.lines(camera, line, label, counts)
+        loop = self.loops.get(camera)
+        if loop is None or loop.lines is None:
+            return
+        try:
+            self.events.set_setting(LINE_COUNTS_KEY + camera, loop.lines.stored(), "red loop")
+        except StoreError as exc:
+            log.error("camera %s: cannot store its line counts: %s", camera, exc)
+
     def _retain_camera(self, name: str) -> None:
         """A camera's retained MQTT state as it starts: its counts, offline, its rules idle."""
         assert self.retained is not None
@@ -262,7 +294,6 @@ class Appliance:
         loop.on_occupancy = self.retained.zones
         self.retained.zones(name, loop.occupancy)
         if loop.lines is not None:
-            loop.on_lines = self.retained.lines
             for (line, label), counts in loop.lines.counts().items():
                 self.retained.lines(name, line, label, counts)
         self.retained.camera_status(name, False)

@@ -381,8 +381,6 @@ def ask(sub: Subscriber, ask_id: str, text: str) -> dict:
 def test_retained_occupancy_and_line_counts_on_mqtt_and_a_quick_question(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    from tests.test_bus import Edge
-
     config = {
         "device": {"id": "dev1"},
         "data_dir": str(tmp_path / "data"),
@@ -395,6 +393,18 @@ def test_retained_occupancy_and_line_counts_on_mqtt_and_a_quick_question(
     }  # fmt: skip
     occupancy, line = "reflex/dev1/dock/zone/loading_dock/person", "reflex/dev1/dock/line/walkway/person"
     sub = Subscriber(mosquitto.port, ["reflex/dev1/#"])
+    try:
+        check_counts_occupancy_and_restart(sub, mosquitto.port, config, tmp_path, (occupancy, line))
+    finally:
+        sub.close()
+
+
+def check_counts_occupancy_and_restart(
+    sub: Subscriber, port: int, config: dict, tmp_path: Path, topics: tuple[str, str]
+) -> None:
+    from tests.test_bus import Edge
+
+    occupancy, line = topics
     edge = Edge.running(config, tmp_path)
     try:
         assert wait_until(lambda: sub.last(occupancy) == b"0" and sub.last(line) is not None, 30), edge.text()
@@ -414,7 +424,7 @@ def test_retained_occupancy_and_line_counts_on_mqtt_and_a_quick_question(
         assert (counted["data"]["in"], counted["data"]["out"]) == (1, 1)
         alerts = [a for a in sub.json_on("reflex/dev1/alerts") if a["rule"] == "came-in"]
         assert [a["text"] for a in alerts] == ["Person crossed walkway (in) on dock"]
-        late = Subscriber(mosquitto.port, [occupancy, line], client_id="late")
+        late = Subscriber(port, [occupancy, line], client_id="late")
         try:  # retained: a subscriber that comes later still finds both
             assert wait_until(lambda: late.last(occupancy) == b"0" and late.last(line) is not None, 5)
             assert all(retained for _, _, retained in late.messages)
@@ -422,7 +432,34 @@ def test_retained_occupancy_and_line_counts_on_mqtt_and_a_quick_question(
             late.close()
     finally:
         assert edge.stop() == 0
-        sub.close()
+    # A restart does not zero the day's counts: the clip starts again, and its first visitor is the
+    # day's second one in, counted since the same moment.
+    edge = Edge.running(config, tmp_path)
+    try:
+        assert wait_until(lambda: json.loads(sub.last(line))["in"] == 2, 40), edge.text()
+        again = json.loads(sub.last(line))
+        assert (again["out"], again["since"]) == (1, first["since"]), again
+    finally:
+        assert edge.stop() == 0
+
+
+def test_the_days_counts_are_taken_back_after_a_restart_but_not_the_day_befores() -> None:
+    now = [datetime(2025, 6, 1, 15, 0).timestamp()]
+    c = counter(clock=lambda: now[0])
+    walk(c, [(0.5, 0.3), (0.5, 0.4), (0.5, 0.6), (0.5, 0.7)])
+    kept = json.loads(json.dumps(c.stored()))  # as the event log keeps it: JSON
+    now[0] += 3600  # an hour later, the same day: taken back, counted since the first start
+    again = counter(clock=lambda: now[0])
+    assert again.restore(kept)
+    assert again.counts()[("gate", "person")] == {"in": 1, "out": 0, "since": local_iso(kept["since"])}
+    now[0] = datetime(2025, 6, 2, 0, 0, 5).timestamp()  # after midnight: yesterday's are not today's
+    tomorrow = counter(clock=lambda: now[0])
+    assert not tomorrow.restore(kept) and tomorrow.counts()[("gate", "person")]["in"] == 0
+    now[0] = datetime(2025, 6, 1, 16, 0).timestamp()
+    other = counter(LineConfig(points=[(0.0, 0.5), (1.0, 0.5)], labels=["car"]), clock=lambda: now[0])
+    assert other.restore(kept)  # a line whose labels changed: the new label starts at 0
+    assert other.counts()[("gate", "car")]["in"] == 0
+    assert not counter(clock=lambda: now[0]).restore({"since": "soon", "counts": []})
 
 
 def test_a_question_about_a_zone_names_it() -> None:

@@ -20,9 +20,10 @@ One crossing is counted once, whatever the detector's jitter does:
   found again is neither counted again nor missed when they crossed while unseen.
 
 Counts per line and label run since local midnight (the device's time zone) and start again at the next
-one; on the day the counter starts, they run since it started (`since` says which). The clock is
-injectable for tests. All the work is a few multiplications per track and line segment, and a camera
-without lines has no counter at all.
+one. The appliance keeps them in the event log on every change (`stored`) and takes today's back after
+a restart (`restore`); on a day with nothing kept they run since the counter started (`since` says
+which). The clock is injectable for tests. All the work is a few multiplications per track and line
+segment, and a camera without lines has no counter at all.
 """
 
 from __future__ import annotations
@@ -192,6 +193,30 @@ class LineCounter:
     def totals(self) -> dict[tuple[str, str], tuple[int, int]]:
         """(line, label) -> (in, out) now, without the cost of formatting `since`."""
         return {key: (c["in"], c["out"]) for key, c in self._counts.items()}
+
+    def stored(self) -> dict[str, object]:
+        """The counts as the event log keeps them (`restore` takes them back after a restart)."""
+        return {"since": self.since, "counts": {f"{line}/{label}": [c["in"], c["out"]]
+                                                 for (line, label), c in self._counts.items()}}  # fmt: skip
+
+    def restore(self, stored: Mapping[str, object]) -> bool:
+        """Counts kept before a restart (`stored`), taken back when they are from today: a restart
+        does not zero the day's counts. Lines or labels no longer configured are left out, new ones
+        start at 0; counts from an earlier day, or unreadable, are ignored. True when restored."""
+        try:
+            since = float(stored["since"])  # type: ignore[arg-type]
+            counts = dict(stored["counts"])  # type: ignore[call-overload]
+        except (KeyError, TypeError, ValueError):
+            return False
+        now = self.clock()
+        if not midnight_before(now) <= since <= now:
+            return False
+        for key, c in self._counts.items():
+            kept = counts.get(f"{key[0]}/{key[1]}")
+            if isinstance(kept, list) and len(kept) == 2 and all(isinstance(n, int) and n >= 0 for n in kept):
+                c["in"], c["out"] = kept
+        self.since = min(self.since, since)
+        return True
 
     def tick(self, now: float | None = None) -> bool:
         """Start the counts again if local midnight has passed; True when it did (and said so)."""
