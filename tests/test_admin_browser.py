@@ -748,6 +748,28 @@ def test_a_heavy_question_says_please_wait_then_shows_the_result_while_the_dashb
         worker.stop()
 
 
+def test_a_mode_switched_over_mqtt_shows_on_an_open_dashboard_without_a_reload(
+    appliance: Appliance, admin: BrowserContext
+) -> None:
+    page = admin.new_page()
+    sub = Subscriber(appliance.broker.port, [f"reflex/{DEVICE}/mode/state"], client_id="admin-mode-test")
+    try:
+        page.goto("/")
+        page.evaluate("() => { window.stillTheSamePage = true }")
+        was = page.locator("#mode-name").inner_text()
+        other = "night" if was != "night" else "away"
+        sub.publish(f"reflex/{DEVICE}/mode/set", other)
+        expect(page.locator("#mode-name")).to_have_text(other, timeout=10_000)
+        expect(page.locator("#mode-rules")).to_contain_text("by mqtt")
+        expect(page.locator("#mode-select")).to_have_value(other)
+        assert page.evaluate("() => window.stillTheSamePage === true"), "the dashboard reloaded"
+        sub.publish(f"reflex/{DEVICE}/mode/set", was)  # as it was, for the tests after this one
+        expect(page.locator("#mode-name")).to_have_text(was, timeout=10_000)
+    finally:
+        page.close()
+        sub.close()
+
+
 def test_every_page_at_laptop_and_phone_size_has_nothing_overflowing_or_overlapping(
     appliance: Appliance, chromium: Browser, admin: BrowserContext, recorder: Recorder
 ) -> None:

@@ -1,5 +1,5 @@
-/* Dashboard: reload every camera's live picture each second and the numbers every 2 s, without
- * reloading the page. Pictures are drawn on the server (boxes included); this only swaps the <img>
+/* Dashboard: reload every camera's live picture each second, the numbers and the mode every 2 s,
+ * without reloading the page (a mode switched by the schedule, MQTT or an instruction shows at once). Pictures are drawn on the server (boxes included); this only swaps the <img>
  * source once the previous picture has loaded, so a slow link never piles up requests. All text is
  * set with textContent (reflex.setText): nothing from the server is parsed as HTML. */
 (function () {
@@ -175,6 +175,28 @@
     return s + " s";
   }
 
+  function clock(epoch) {  // like the server's `clock` filter: the time today, else date and time
+    var text = r.fmtTime(epoch);
+    return text.slice(0, 10) === r.fmtTime(Date.now() / 1000).slice(0, 10) ? text.slice(11) : text;
+  }
+
+  function fillMode(state) {
+    var text = state.active_rules.length ? "Alerting on " + state.active_rules.join(", ") + "." :
+      "No rule alerts in this mode.";
+    if (state.inactive_rules.length) { text += " Not alerting on " + state.inactive_rules.join(", ") + "."; }
+    if (state.push !== null) { text += " Push: " + (state.push.join(", ") || "none") + "."; }
+    if (state.set_at) { text += " Set " + clock(state.set_at) + " by " + state.set_by + "."; }
+    r.setText(document.getElementById("mode-name"), state.mode);
+    r.setText(document.getElementById("mode-rules"), text);
+    var select = document.getElementById("mode-select");
+    if (select && document.activeElement !== select) { select.value = state.mode; }
+  }
+
+  function refreshMode() {
+    if (!document.getElementById("mode-name")) { return; }
+    r.api("GET", "/api/mode").then(fillMode, function () { /* said by the status refresh */ });
+  }
+
   function refreshStatus() {
     r.api("GET", "/api/status").then(function (status) {
       fill(status);
@@ -189,5 +211,6 @@
     document.querySelectorAll(".camera-card[data-camera]").forEach(watchImage);
     window.setInterval(refreshImages, IMAGE_EVERY_MS);
     window.setInterval(refreshStatus, STATUS_EVERY_MS);
+    window.setInterval(refreshMode, STATUS_EVERY_MS);
   });
 })();
