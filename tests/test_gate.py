@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edge.config.models import GateConfig
-from edge.gate import SilenceGate
+from edge.gate import SilenceGate, WarmLight
 from tests.conftest import DATA, needs_shared
 
 rng = np.random.default_rng(7)
@@ -53,6 +53,31 @@ def test_moving_object_wakes_every_frame() -> None:
         cv2.rectangle(frame, (600 + 20 * i, 400), (680 + 20 * i, 600), (30, 30, 230), -1)
         woke.append(gate.check(frame, i / 10).reason)
     assert woke == ["motion"] * 19
+
+
+def warm_room() -> np.ndarray:
+    """A dim room with a warm lamp-lit wall and an orange sign."""
+    img = np.full((450, 800, 3), (60, 80, 110), np.uint8)
+    img[50:200, 100:400] = (90, 130, 170)
+    cv2.rectangle(img, (500, 300), (560, 340), (40, 120, 150), -1)
+    return img
+
+
+def test_warm_light_sees_a_small_new_light_but_not_a_flash() -> None:
+    """A flash (the whole picture brighter at once) makes every warm surface new and brighter: that is
+    the lighting changing, not a flame, so no warm light is reported; a small new light is."""
+    light = WarmLight(0.1, always_judge_light=True)
+    room = warm_room()
+    for _ in range(5):
+        assert not light.update(room).any()
+    flash = np.clip(room.astype(np.float32) * 1.5, 0, 255).astype(np.uint8)
+    assert not light.update(flash).any() and light.relit
+    assert not light.update(room).any() and light.relit  # and back
+    for _ in range(3):
+        light.update(room)
+    flame = room.copy()
+    cv2.circle(flame, (300, 380), 6, (80, 200, 255), -1)
+    assert light.update(flame).any() and not light.relit
 
 
 def test_active_event_and_request_wake_a_still_scene() -> None:

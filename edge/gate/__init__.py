@@ -8,6 +8,7 @@ well under a millisecond at 720p.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,12 @@ WARM_MIN_PIXELS = 2
 """Warm light (see `WarmLight`) wakes the engine when at least ``WARM_MIN_PIXELS`` pixels of the
 double-size thumbnail have red >= ``WARM_R_MIN``, ``WARM_RISE`` above the running background and
 ``WARM_CHANGE`` off the previous frame."""
+RELIGHT_SHARE = 0.04
+RELIGHT_SAMPLES = 4096
+"""Red that rose or fell by more than this share over most of the picture since the previous frame
+(the median of the per-pixel ratio, over about ``RELIGHT_SAMPLES`` pixels) is the lighting changing: a
+flash, headlights, a light switched on or auto-exposure. Warm light that is new on such a frame is
+new everywhere, so none counts (flames change their own few pixels: the fire clips stay within 0.02)."""
 
 WAKE_REASONS = ("first", "motion", "warm", "event", "refresh", "request", "off")
 
@@ -150,11 +157,16 @@ class WarmLight:
     just uncovered is new but soon stops changing from frame to frame.
     """
 
-    def __init__(self, alpha: float) -> None:
-        """`alpha`: the running background's weight per call."""
+    def __init__(self, alpha: float, *, always_judge_light: bool = False) -> None:
+        """`alpha`: the running background's weight per call. `always_judge_light`: set `relit` on
+        every call (otherwise only on calls that see new, changing warm light, which is all the gate
+        needs and keeps its skipped frames cheap)."""
         self._alpha = alpha
+        self._always_judge_light = always_judge_light
         self._previous: np.ndarray | None = None
         self._background: np.ndarray | None = None
+        self.relit = False
+        """The last call saw the lighting of the whole picture change (see ``RELIGHT_SHARE``)."""
 
     def update(self, image: np.ndarray, channels: Sequence[np.ndarray] | None = None) -> np.ndarray:
         """Bool map of new, changing warm light in a BGR image (all False on the first call or a new
@@ -162,6 +174,7 @@ class WarmLight:
         blue, green, red = channels if channels is not None else cv2.split(image)
         previous, background = self._previous, self._background
         self._previous = red
+        self.relit = False
         if previous is None or background is None or background.shape != red.shape:
             self._background = red.astype(np.float32)
             return np.zeros(red.shape, bool)
@@ -169,9 +182,21 @@ class WarmLight:
         # only where they hold somewhere (most frames of a scene without warm light have none).
         warm = (red >= WARM_R_MIN) & (red >= green) & (green >= blue)
         warm &= cv2.absdiff(red, previous) >= WARM_CHANGE
+        if self._always_judge_light or warm.any():
+            self.relit = _relit(red, previous)
+        if self.relit:
+            warm[:] = False
         if not warm.any():
             cv2.accumulateWeighted(red, background, self._alpha)
             return warm
         rising = cv2.subtract(red, background, dtype=cv2.CV_32F) >= WARM_RISE
         cv2.accumulateWeighted(red, background, self._alpha)
         return rising & warm
+
+
+def _relit(red: np.ndarray, previous: np.ndarray) -> bool:
+    """The lighting of the whole picture changed between `previous` and `red` (see ``RELIGHT_SHARE``)."""
+    step = max(1, int(math.sqrt(red.size / RELIGHT_SAMPLES)))
+    now = red[::step, ::step].astype(np.float32)
+    before = np.maximum(previous[::step, ::step], 16).astype(np.float32)
+    return abs(float(np.median(now / before)) - 1.0) > RELIGHT_SHARE

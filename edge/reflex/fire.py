@@ -205,11 +205,13 @@ evidence reached ``min_score`` on at least ``VERIFY_SHARE`` of its calls in that
 flicker comes and goes)."""
 VERIFY_SERIES_S = 2.0
 """Length of the brightness signal tested for periodicity."""
-VERIFY_CONTEXT = 1.5
-VERIFY_MIN_SIDE = 32
+VERIFY_CONTEXT = ZOOM_CONTEXT
+VERIFY_MIN_SIDE = ZOOM_MIN_SIDE
 VERIFY_MAX_SIDE = 128
-"""The look covers the region and some context (frame pixels), at most this many pixels on a side
-(a larger region is looked at with a pixel step)."""
+"""The look covers the region and as much context as a zoom window (frame pixels), at most this many
+pixels on a side (a larger region is looked at with a pixel step). With less, a small flame fills its
+own look, and the look's noise and exposure measures, taken over the crop, are the flame's flicker:
+the look then judges its own flame flicker-free."""
 VERIFY_MAX = 3
 """Looks at most per camera (the strongest regions get one; a region without one is not verified)."""
 VERIFY_KEEP_S = 1.0
@@ -554,9 +556,11 @@ class FireDetector:
         self._smear_pts: float | None = None
         self._stills: deque[_Still] = deque(maxlen=STILLS_KEPT)
         self._watched: _Still | None = None
-        self._warm = WarmLight(WARM_BACKGROUND_ALPHA)
+        self._warm = WarmLight(WARM_BACKGROUND_ALPHA, always_judge_light=True)
         self._verifications: list[_Verification] = []
         self._grey_before: np.ndarray | None = None
+        self._fine_before: tuple[float, np.ndarray] | None = None
+        """(pts, fine image) of the last call, for the first comparison of a window opened now."""
 
     @property
     def peak_evidence(self) -> float:
@@ -604,6 +608,11 @@ class FireDetector:
         fine_channels = cv2.split(fine)
         fine_masks = _masks(fine, relative=True, channels=fine_channels) if fine is not small else masks
         opener = fine_masks[1] | self._warm.update(fine, fine_channels)
+        if self._warm.relit:
+            # The lighting of the whole picture changed (a flash, headlights): every highlight is
+            # new and brighter, so cores and warm light open nothing on this frame; the windows
+            # stay free for a flame that is still there once the light settles.
+            opener[:] = False
         if hints:
             _open_at_smoke(opener, fine_masks[0], hints, fine_scale)
         candidate = masks[1] | _pool(opener, (w, h))
@@ -627,6 +636,7 @@ class FireDetector:
             )
             found.extend(zoomed)
         self._verify(image, pts, found)
+        self._fine_before = (pts, fine)
         self._last_result = found
         return list(found)
 
@@ -635,6 +645,7 @@ class FireDetector:
     def _ignore(self, pts: float) -> list[Detection]:
         """Learn nothing from this frame and forget the frames before it (see `_Analysis.forget`)."""
         self._main.forget(pts)
+        self._fine_before = None
         for zoom in self._zooms:
             zoom.analysis.forget(pts)
         self._last_pts = pts
@@ -724,8 +735,7 @@ class FireDetector:
             crop = np.ascontiguousarray(image[y0 : y1 : look.step, x0 : x1 : look.step])
             if min(crop.shape[:2]) < MIN_WORK_SIDE:
                 continue
-            colour, _ = _masks(crop)
-            look.analysis.step(crop, pts, (colour, (colour > 0) & (crop[..., 2] >= ZOOM_R_MIN)))
+            look.analysis.step(crop, pts, _window_masks(crop))
             look.series.append((pts, float(crop.mean())))
             while look.series and look.series[0][0] < pts - VERIFY_SERIES_S:
                 look.series.popleft()
@@ -783,6 +793,9 @@ class FireDetector:
                 if inside.any() and _same_look(grey, dismissed):
                     free &= ~inside
         opened: list[_Zoom] = []
+        before = self._fine_before
+        if before is not None and (before[1].shape != fine.shape or not 0 < pts - before[0] <= MAX_LAG_S):
+            before = None
         for i in np.flatnonzero(free):
             if len(self._zooms) >= ZOOMS_MAX:
                 break
@@ -794,6 +807,11 @@ class FireDetector:
             y0 = int(min(max(0, py[i] - side / 2), fh - side))
             box = (x0, y0, x0 + side, y0 + side)
             zoom = _Zoom(box, _Analysis(self._cfg, judge_smears=False), pts, pts)
+            if before is not None:
+                # The window starts from the previous call's picture too: its first comparison is
+                # made now, as if it had been open a frame earlier.
+                old = np.ascontiguousarray(before[1][y0 : y0 + side, x0 : x0 + side])
+                zoom.analysis.step(old, before[0], _window_masks(old))
             opened.append(zoom)
             self._zooms.append(zoom)
         out: list[Detection] = []
@@ -801,9 +819,7 @@ class FireDetector:
         for zoom in self._zooms:
             x0, y0, x1, y1 = zoom.box
             crop = np.ascontiguousarray(fine[y0:y1, x0:x1])
-            crop_colour = colour[y0:y1, x0:x1]
-            crop_masks = (crop_colour, (crop_colour > 0) & (crop[..., 2] >= ZOOM_R_MIN))
-            step = zoom.analysis.step(crop, pts, crop_masks)
+            step = zoom.analysis.step(crop, pts, _window_masks(crop, colour[y0:y1, x0:x1]))
             evidence = zoom.analysis.peak_evidence >= WATCH_KEEP_EVIDENCE
             zoom.proved = zoom.proved or evidence
             if not zoom.proved and pts - zoom.since > ZOOM_TRIAL_S:
@@ -817,6 +833,14 @@ class FireDetector:
                     out.append(d)
         self._zooms = keep
         return out
+
+
+def _window_masks(crop: np.ndarray, colour: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`_masks` of a zoom window or a look (see ``ZOOM_R_MIN``: no core asked for); `colour`: the
+    crop's fire colour when the caller has it already."""
+    if colour is None:
+        colour, _ = _masks(crop)
+    return colour, (colour > 0) & (crop[..., 2] >= ZOOM_R_MIN)
 
 
 def _open_at_smoke(opener: np.ndarray, colour: np.ndarray, hints: Sequence[Box], fine_scale: float) -> None:
