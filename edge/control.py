@@ -42,7 +42,7 @@ from edge.config.models import (
     RuleConfig,
 )
 from edge.journal import Journal
-from edge.modes import ModeChange, last_switch, push_in_mode, rule_in_mode
+from edge.modes import ModeChange, ModeState, last_switch, push_in_mode, rule_in_mode
 from edge.outbox import PAYLOAD_VERSION, SWITCHES, Topics, answer_message, new_ask_id, new_id, new_job_id
 from edge.redact import redact
 from edge.redloop import Detector, RedLoop
@@ -554,22 +554,22 @@ class Control:
         """Whether push channel `channel` gets new alerts in the current mode (the journal asks)."""
         return push_in_mode(channel, self._mode, self._modes)
 
-    def mode_state(self) -> dict[str, Any]:
+    def mode_state(self) -> ModeState:
         """The mode as the admin page, the API and "what mode are you in?" show it: the mode, every
         mode, when and by whom it was set, the rules that alert and those that do not, the push
         channels that deliver (None: all)."""
         with self._lock:
             active = {r.name for r in self.active_rules()}
             push = self._modes[self._mode].push
-            return {
-                "mode": self._mode,
-                "modes": self.modes,
-                "set_at": self._mode_set["set_at"],
-                "set_by": self._mode_set["set_by"],
-                "active_rules": [n for n in self._rules if n in active],
-                "inactive_rules": [n for n in self._rules if n not in active],
-                "push": None if push is None else [c for c in push if c in self.push_channels],
-            }
+            return ModeState(
+                mode=self._mode,
+                modes=tuple(self._modes),
+                set_at=self._mode_set["set_at"],
+                set_by=self._mode_set["set_by"],
+                active_rules=tuple(n for n in self._rules if n in active),
+                inactive_rules=tuple(n for n in self._rules if n not in active),
+                push=None if push is None else tuple(c for c in push if c in self.push_channels),
+            )
 
     def load_mode(self, schedule: Sequence[ModeSwitch] = (), now: float | None = None) -> str:
         """The mode at start-up, before the rules are loaded: the stored one (the config's `mode` on

@@ -110,6 +110,51 @@ class ModeChange:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class ModeState:
+    """The mode on now, as every surface shows it (`Control.mode_state`): the instruction router's
+    answer to "what mode are you in?", the dashboard's Mode card and `/api/mode`."""
+
+    mode: str
+    modes: tuple[str, ...]
+    """Every mode, in the config's order."""
+    set_at: float | None
+    """When it was switched to (epoch seconds; None: never switched, the config's)."""
+    set_by: str
+    """Who switched it: mqtt, instruction, schedule, user:NAME, token:NAME, config."""
+    active_rules: tuple[str, ...]
+    """The rules that alert in it."""
+    inactive_rules: tuple[str, ...]
+    """The rules it leaves out."""
+    push: tuple[str, ...] | None
+    """The push channels that deliver in it (None: every channel)."""
+
+    @property
+    def summary(self) -> str:
+        """What the mode lets through, in one line: "Alerting on fire, door. Not alerting on yard.
+        Push: siren." Made here only, so the answer, the page and the API say the same. When and by
+        whom it was set is not in it: the page says that in the browser's own time."""
+        said = [_alerting(self.active_rules)]
+        if self.inactive_rules:
+            said.append(f"Not alerting on {', '.join(self.inactive_rules)}.")
+        if self.push is not None:
+            said.append(f"Push: {', '.join(self.push) or 'none'}.")
+        return " ".join(said)
+
+    def data(self) -> dict[str, Any]:
+        """The state as JSON (`/api/mode`, the answer's `data`), its summary included."""
+        return {
+            "mode": self.mode,
+            "modes": list(self.modes),
+            "set_at": self.set_at,
+            "set_by": self.set_by,
+            "active_rules": list(self.active_rules),
+            "inactive_rules": list(self.inactive_rules),
+            "push": None if self.push is None else list(self.push),
+            "summary": self.summary,
+        }
+
+
 def _alerting(active: Iterable[str]) -> str:
     names = list(active)
     return f"Alerting on {', '.join(names)}." if names else "No rule alerts in this mode."

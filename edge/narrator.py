@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from edge.instructions.router import plural
+from edge.instructions.vocabulary import plural, plural_noun
 from edge.rules import AREA_LABELS, Transition
 from edge.timefmt import clock
 from edge.types import Frame
@@ -394,7 +394,7 @@ def _said(what: str, label: str, camera: str, group: list[_Change]) -> str:
 def _now(n: int, label: str, camera: str) -> str:
     if n:
         return f"{plural(n, label)} in {camera} now"
-    return f"nobody in {camera} now" if label == "person" else f"no {plural(2, label)[2:]} in {camera} now"
+    return f"nobody in {camera} now" if label == "person" else f"no {plural_noun(label)} in {camera} now"
 
 
 def _a(label: str) -> str:
@@ -470,7 +470,7 @@ def digest(
         per = by_label.get(label, Counter())
         n = sum(per.values())
         if not n:
-            parts.append(f"no {plural(2, label)[2:]}")
+            parts.append(f"no {plural_noun(label)}")
             continue
         detail = f" ({', '.join(f'{c} {k}' for c, k in sorted(per.items()))})" if len(per) > 1 else ""
         parts.append(f"{plural(n, label)}{detail}")

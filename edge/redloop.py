@@ -41,9 +41,10 @@ from edge.reflex.engine import DetectResult
 from edge.reflex.fire import FireDetector
 from edge.reflex.smoke import SmokeDetector
 from edge.reflex.worker import Deferred
-from edge.rules import AREA_LABELS, EventMachine, Rule, Tracker, Transition
+from edge.rules import AREA_LABELS, EventMachine, Rule, Track, Tracker, Transition
 from edge.rules.lines import LineCounter
 from edge.rules.rules import point_in_polygon
+from edge.rules.tracker import feet
 from edge.types import Detection, Frame
 
 log = logging.getLogger("edge.redloop")
@@ -152,10 +153,13 @@ class RedLoop:
         self.lines: LineCounter | None = None
         if lines:
             self.lines = LineCounter(lines, max_age_s=cfg.events.end_after_s, on_counts=self._line_counts)
+        self._lines_view: tuple[int, tuple[LineView, ...]] = (-1, ())
+        """(`LineCounter.changes` when built, the live view's lines then)."""
         self.on_lines: LinesHook | None = None
         self.on_occupancy: OccupancyHook | None = None
         self.occupancy: dict[str, dict[str, int]] = {}
-        """Zone -> label -> tracked objects whose feet are inside now (labels the camera's rules watch)."""
+        """Zone -> label -> tracked objects whose feet are inside now (labels the camera's rules watch).
+        Replaced whole when it changes, never changed in place: the live view shares it uncopied."""
         self._inside: dict[tuple[str, int], float] = {}
         """(zone, track id) -> stream time its feet were last seen inside."""
         self.detector = detector
@@ -350,7 +354,7 @@ class RedLoop:
         crossings = self.lines.step(seen, frame.pts, width, height) if self.lines is not None else []
         transitions = self.events.step(seen, frame.index, frame.pts, width, height, crossings)
         if self.zones and looked:
-            self._occupy(frame.pts, width, height)
+            self._occupy(seen, frame.pts, width, height)
         self._count(frame, looked)
         self.times.add("rules", (time.perf_counter() - t2) * 1000)
         self._emit(transitions, frame)
@@ -484,25 +488,24 @@ class RedLoop:
                     for t in self.tracker.tracks.values()
                 ),
                 counts=dict(everything),
-                occupancy={zone: dict(n) for zone, n in self.occupancy.items()},
+                occupancy=self.occupancy,
                 zones=self.zones,
                 lines=self._line_views(),
             )
         )
 
-    def _occupy(self, pts: float, width: int, height: int) -> None:
+    def _occupy(self, seen: Sequence[Track], pts: float, width: int, height: int) -> None:
         """Objects whose feet are inside each zone now, per watched label. A track counts in a zone
         until COUNT_HOLD_S after its feet were last seen inside, like the counts: neither one missed
         detection nor one box whose bottom edge jumps over the zone's edge flaps it. Only after an
-        object look."""
+        object look; `seen`: the tracks the tracker saw in it (only they are anywhere new)."""
         occupancy = {zone: dict.fromkeys(labels, 0) for zone, labels in self.occupancy.items()}
         tracks = self.tracker.tracks
-        for t in tracks.values():
-            if t.label in self.object_labels and t.last_pts == pts:  # seen in this look: where now
-                x1, _, x2, y2 = t.box
-                fx, fy = (x1 + x2) / 2 / width, y2 / height
+        for t in seen:
+            if t.label in self.object_labels:  # area labels (fire, smoke) stand nowhere
+                x, y = feet(t.box, width, height)
                 for zone, polygon in self.zones.items():
-                    if point_in_polygon(fx, fy, polygon):
+                    if point_in_polygon(x, y, polygon):
                         self._inside[(zone, t.id)] = pts
         for (zone, tid), at in list(self._inside.items()):
             track = tracks.get(tid)
@@ -516,14 +519,19 @@ class RedLoop:
                 self.on_occupancy(self.camera, {zone: dict(n) for zone, n in occupancy.items()})
 
     def _line_views(self) -> tuple[LineView, ...]:
-        """The lines with today's counts, for the live view (nothing without lines)."""
+        """The lines with today's counts, for the live view (nothing without lines). Built again only
+        when a count changed (`LineCounter.changes`), not on every published look."""
         if self.lines is None:
             return ()
+        if self._lines_view[0] == self.lines.changes:
+            return self._lines_view[1]
         counts: dict[str, dict[str, tuple[int, int]]] = {}
         for (line, label), n in self.lines.totals().items():
             counts.setdefault(line, {})[label] = n
         lines = self.lines.lines.items()
-        return tuple(LineView(name, tuple(c.points), counts.get(name, {})) for name, c in lines)
+        views = tuple(LineView(name, tuple(c.points), counts.get(name, {})) for name, c in lines)
+        self._lines_view = (self.lines.changes, views)
+        return views
 
     def _line_counts(self, line: str, label: str, counts: dict[str, object]) -> None:
         if self.on_lines is not None:

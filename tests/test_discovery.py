@@ -6,6 +6,7 @@ import json
 import re
 from importlib.resources import files
 from pathlib import Path
+from typing import get_args
 
 import jsonschema
 import pytest
@@ -13,7 +14,6 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from paho.mqtt.client import topic_matches_sub
 
 from edge.bus.discovery import (
-    EVENT_TYPES,
     MIGRATE,
     components_of,
     config_json,
@@ -27,6 +27,7 @@ from edge.bus.discovery import (
     parse_topic,
     save_announced,
 )
+from edge.config.models import RuleConfig
 from edge.outbox import Topics, alert_payload, event_payload
 from edge.types import AlertRecord, EventRecord
 
@@ -64,6 +65,11 @@ DEVICE = {
     "sw_version": "0.1.0",
 }
 ENV = ImmutableSandboxedEnvironment()  # what HA renders value templates with
+SEVERITIES = list(get_args(RuleConfig.model_fields["severity"].annotation))
+"""The severities a rule may be configured with."""
+ALERT_SCHEMA = json.loads(files("edge.outbox").joinpath("schemas", "alert.json").read_text())
+PHASES = ALERT_SCHEMA["properties"]["phase"]["enum"]
+"""An alert's phases, as the alert payload's schema (the MQTT contract) has them."""
 
 
 def arguments(**kw):
@@ -166,7 +172,9 @@ def test_entities_follow_the_topic_layout():
     t, alerts = ents["reflex_lobby-1_alerts"]
     assert t == "homeassistant/event/reflex_lobby-1/alerts/config"
     assert alerts["state_topic"] == "reflex/lobby-1/alerts"
-    assert alerts["event_types"] == ["info", "warning", "critical", "provisional", "retracted"]
+    # One event type per severity a rule can be configured with, then the phases that are not (yet, or
+    # any more) that severity: a severity added to the config must reach Home Assistant too.
+    assert alerts["event_types"] == [*SEVERITIES, *(p for p in PHASES if p != "confirmed")]
 
     t, mode = ents["reflex_lobby-1_mode"]
     assert t == "homeassistant/select/reflex_lobby-1/mode/config"
@@ -228,19 +236,19 @@ def _alert(phase: str, severity: str = "critical") -> dict:
 def test_the_alert_event_says_the_severity_once_an_alert_is_real_and_carries_the_alert():
     cfg = by_uid(messages())["reflex_lobby-1_alerts"][1]
     seen = {}
-    for phase, severity in (("confirmed", "critical"), ("confirmed", "info"), ("provisional", "critical"),
-                            ("retracted", "warning")):  # fmt: skip
-        alert = _alert(phase, severity)
-        event = json.loads(render(cfg["value_template"], alert))
-        seen[(phase, severity)] = event.pop("event_type")
-        assert event == alert  # every field of the alert is an attribute of the event
-    assert seen == {
-        ("confirmed", "critical"): "critical",
-        ("confirmed", "info"): "info",
-        ("provisional", "critical"): "provisional",  # not yet "critical": a verdict follows
-        ("retracted", "warning"): "retracted",
-    }
-    assert set(seen.values()) <= set(EVENT_TYPES)
+    for phase in PHASES:
+        for severity in SEVERITIES:
+            alert = _alert(phase, severity)
+            event = json.loads(render(cfg["value_template"], alert))
+            seen[(phase, severity)] = event.pop("event_type")
+            assert event == alert  # every field of the alert is an attribute of the event
+    assert seen[("confirmed", "critical")] == "critical" and seen[("confirmed", "info")] == "info"
+    assert seen[("provisional", "critical")] == "provisional"  # not yet "critical": a verdict follows
+    assert seen[("retracted", "warning")] == "retracted"
+    assert seen == {(p, s): s if p == "confirmed" else p for p in PHASES for s in SEVERITIES}
+    # Home Assistant drops an event whose type the config does not declare: every alert the appliance
+    # can send has one it declares, and it declares none that no alert has.
+    assert set(seen.values()) == set(cfg["event_types"])
 
 
 def test_line_and_occupancy_sensors_render_against_their_payloads():

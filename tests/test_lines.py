@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from edge.capture import open_source
 from edge.config import EdgeConfig
 from edge.config.models import CameraConfig, EventsConfig, LineConfig, ModelConfig, RuleConfig
+from edge.live import LiveView
 from edge.redloop import RedLoop
 from edge.rules import EventMachine, Rule, Track, Transition
 from edge.rules.lines import LINE_BAND, Crossing, LineCounter, local_iso, side_of
@@ -156,9 +157,10 @@ def test_counts_start_again_at_local_midnight() -> None:
     assert c.counts()[("gate", "person")] == {"in": 0, "out": 0, "since": started}  # counting began at start
     walk(c, [(0.5, 0.3), (0.5, 0.4), (0.5, 0.6), (0.5, 0.7)])
     assert said[-1] == {"in": 1, "out": 0, "since": started}
-    assert not c.tick()
+    changes = c.changes  # what the live view's lines are built again on
+    assert not c.tick() and c.changes == changes
     now[0] = (evening + timedelta(minutes=1, seconds=5)).timestamp()
-    assert c.tick()
+    assert c.tick() and c.changes > changes
     midnight = datetime(2025, 3, 30).timestamp()
     assert said[-1] == {"in": 0, "out": 0, "since": local_iso(midnight)}
     since = datetime.fromisoformat(str(said[-1]["since"]))
@@ -297,6 +299,10 @@ class ClipRun:
         self.transitions: list[Transition] = []
         self.lines: list[tuple[int, str, str, dict]] = []
         self.occupancy: list[tuple[int, dict]] = []
+        self.live_behind: list[int] = []
+        """Frames after which the live view's line counts or occupancy were not the red loop's."""
+        self.live_lines: dict[str, tuple[int, int]] = {}
+        """The live view's walkway counts at the end."""
 
 
 @pytest.fixture(scope="module")
@@ -319,7 +325,8 @@ def clip_run() -> ClipRun:
         def handle(self, tr: Transition, frame: Frame) -> None:
             run.transitions.append(tr)
 
-    loop = RedLoop("c", cfg, rules, load_detector(cfg, REPO, rules), [Record()])
+    live = LiveView()
+    loop = RedLoop("c", cfg, rules, load_detector(cfg, REPO, rules), [Record()], live=live)
     loop.on_lines = lambda cam, line, label, n: run.lines.append(
         (loop.last_frame.index, line, label, dict(n))
     )
@@ -327,7 +334,14 @@ def clip_run() -> ClipRun:
     source = open_source(str(PEOPLE))
     while (item := source.read()) is not None:
         loop.process(Frame("c", item[0], item[1], item[2], time.monotonic()))
+        view = live.get("c")
+        assert view is not None and loop.lines is not None
+        if view.at:  # a look was published: it says what the loop knows after it
+            shown = {(lv.name, label): n for lv in view.lines for label, n in lv.counts.items()}
+            if shown != loop.lines.totals() or view.occupancy != loop.occupancy:
+                run.live_behind.append(item[0])
     loop.finish()
+    run.live_lines = next(lv.counts for lv in live.get("c").lines if lv.name == "walkway")
     return run
 
 
@@ -353,6 +367,14 @@ def test_an_in_rule_alerts_once_per_visit_on_the_way_in(clip_run: ClipRun) -> No
     ends = [t for t in clip_run.transitions if t.kind == "end"]
     assert [t.event.id for t in starts] == [t.event.id for t in ends] == [t.event.id for t in alerts]
     assert all(1.9 <= e.pts - s.pts <= 2.6 for s, e in zip(starts, ends, strict=True))
+
+
+@needs_shared
+def test_the_live_view_shows_the_line_counts_and_occupancy_of_the_latest_look(clip_run: ClipRun) -> None:
+    """Its lines are built again only when a count changed, its occupancy is the loop's own: neither
+    falls behind."""
+    assert clip_run.live_behind == []
+    assert clip_run.live_lines == {"person": (len(VISITS), len(VISITS))}
 
 
 @needs_shared
@@ -450,7 +472,8 @@ def test_the_days_counts_are_taken_back_after_a_restart_but_not_the_day_befores(
     kept = json.loads(json.dumps(c.stored()))  # as the event log keeps it: JSON
     now[0] += 3600  # an hour later, the same day: taken back, counted since the first start
     again = counter(clock=lambda: now[0])
-    assert again.restore(kept)
+    assert again.changes == 0
+    assert again.restore(kept) and again.changes > 0  # the live view's lines are built again
     assert again.counts()[("gate", "person")] == {"in": 1, "out": 0, "since": local_iso(kept["since"])}
     now[0] = datetime(2025, 6, 2, 0, 0, 5).timestamp()  # after midnight: yesterday's are not today's
     tomorrow = counter(clock=lambda: now[0])

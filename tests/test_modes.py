@@ -34,6 +34,7 @@ from edge.outbox import Topics
 from edge.redloop import RedLoop
 from edge.reflex import build_detector
 from edge.store import EventLog
+from edge.timefmt import clock
 from edge.types import Frame
 from edge.wiring import build_rules, known_labels, needs_objects
 from tests.admin_support import ADMIN, ADMIN_PW, api, csrf, set_up_admin
@@ -338,9 +339,12 @@ def test_instructions_switch_the_mode_and_say_what_changed(
         rig.feed(people, 90, 130)
         assert len(rig.alerts("door")) == 1  # at once: the person still there alerts now
         said = ask("what mode are you in?")
-        assert said["text"].startswith("I am in away mode (since ") and "set by instruction" in said["text"]
-        assert "Alerting on fire, door." in said["text"]
-        assert said["text"].endswith("Modes: home, away, night.")
+        state = said["data"]
+        assert state["summary"] == "Alerting on fire, door." and state["set_by"] == "instruction"
+        assert said["text"] == (
+            f"I am in away mode (since {clock(state['set_at'])}, set by instruction). "
+            "Alerting on fire, door. Modes: home, away, night."
+        )
         assert ask("arm away")["text"].startswith("Already in away mode; nothing changed.")
         said = ask("Good night")
         assert said["data"]["mode"] == "night" and said["data"]["rules_off"] == []
@@ -351,7 +355,9 @@ def test_instructions_switch_the_mode_and_say_what_changed(
         said = ask("disarm")
         assert said["text"] == "Switched to home mode (was night). No longer alerting on door."
         assert rig.recorder.kinds("door")[-1] == "end"  # its event ended with the switch
-        assert ask("what mode are you in?")["text"].count("Not alerting on door.") == 1
+        said = ask("what mode are you in?")
+        assert said["data"]["summary"] == "Alerting on fire. Not alerting on door."  # fire: every mode
+        assert said["text"].count("Not alerting on door.") == 1
         assert rig.audit() == [
             ("instruction", {"mode": "away", "was": "home"}),
             ("instruction", {"mode": "night", "was": "away"}),
@@ -461,7 +467,7 @@ def test_a_switch_missed_while_stopped_is_applied_at_start_only_when_it_is_the_l
         return made, events
 
     first, events = control([], time.time(), mode="away")  # first start: the config's mode, stored
-    assert first.mode == "away" and first.mode_state()["set_by"] == "config"
+    assert first.mode == "away" and first.mode_state().set_by == "config"
     first.set_mode("home", by="user:alice")
     set_at = events.setting("mode")["set_at"]
     events.close()
@@ -474,7 +480,7 @@ def test_a_switch_missed_while_stopped_is_applied_at_start_only_when_it_is_the_l
     assert kept.mode == "home"
     events.close()
     missed, events = control(night, set_at + 3600)  # stopped across the 2-minute switch
-    assert missed.mode == "night" and missed.mode_state()["set_by"] == "schedule"
+    assert missed.mode == "night" and missed.mode_state().set_by == "schedule"
     rows = [(r["who"], r["detail"]["mode"]) for r in events.audit_log() if r["action"] == "mode"]
     assert rows[0] == ("schedule", "night")
     events.close()
@@ -568,8 +574,12 @@ def test_the_admin_page_and_api_switch_the_mode_and_each_switch_is_audited(admin
     assert "unknown mode &#39;party&#39; (modes: home, away, night)" in admin.get("/").text
 
     state = viewer.get("/api/mode").json()
-    assert state == {**state, "mode": "away", "modes": ["home", "away", "night"], "set_by": "user:alice",
-                     "push": None}  # fmt: skip
+    assert isinstance(state["set_at"], float) and time.time() - 60 < state["set_at"] <= time.time()
+    assert state == {"mode": "away", "modes": ["home", "away", "night"], "set_at": state["set_at"],
+                     "set_by": "user:alice", "active_rules": [], "inactive_rules": [], "push": None,
+                     "summary": "No rule alerts in this mode."}  # fmt: skip
+    # The page says the API's summary (the dashboard's script shows it as it refreshes), then when.
+    assert f'id="mode-rules">{state["summary"]} Set ' in viewer.get("/").text
     assert api(viewer, "PUT", "/api/mode", {"mode": "home"}).status_code == 403
     bad = api(admin, "PUT", "/api/mode", {"mode": "party"})
     assert bad.status_code == 400 and bad.json() == {
@@ -607,8 +617,11 @@ def test_a_v5_event_log_gains_the_settings_table(tmp_path: Path) -> None:
     log = EventLog(data, reserve_bytes=0)
     try:
         assert log.setting("mode") is None
+        before = time.time()
         log.set_setting("mode", "night", "mqtt")
-        assert log.setting("mode") == {**log.setting("mode"), "value": "night", "set_by": "mqtt"}
+        kept = log.setting("mode")
+        assert kept == {"value": "night", "set_by": "mqtt", "set_at": kept["set_at"]}
+        assert before <= kept["set_at"] <= time.time()
     finally:
         log.close()
     with sqlite3.connect(data / "events.db") as db:

@@ -37,7 +37,7 @@ def switch() -> Any:
 @bp.get("/api/mode")
 @login_required_any
 def api_mode() -> Any:
-    return jsonify(current_services().control.mode_state())
+    return jsonify(current_services().control.mode_state().data())
 
 
 @bp.put("/api/mode")
@@ -50,4 +50,4 @@ def api_set_mode() -> Any:
         raise ControlError('give the mode as {"mode": "NAME"}')
     control = current_services().control
     change = control.set_mode(name, by=actor(), remote=remote_addr())
-    return jsonify({**change.data(), "state": control.mode_state()})
+    return jsonify({**change.data(), "state": control.mode_state().data()})

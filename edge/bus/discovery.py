@@ -61,16 +61,15 @@ derive the entity id from the device and entity names.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from edge.outbox import OFF, OFFLINE, ON, ONLINE, SWITCHES, Topics
+from edge.store.snapshots import write_atomic
 
 MANUFACTURER = "Reflex Edge"
 DEFAULT_MODEL = "Reflex Edge appliance"
@@ -531,12 +530,7 @@ def load_announced(path: Path) -> dict[str, str]:
 
 def save_announced(path: Path, components: Mapping[str, str]) -> None:
     """Keep what was announced, so the next run can remove from Home Assistant the components that are
-    gone by then (a camera taken out of the config). Written whole (a temporary file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps({"components": dict(components)}, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    gone by then (a camera taken out of the config). Written whole (edge.store.snapshots.write_atomic):
+    a power cut leaves the last file or this one, never half of one, which would read as nothing
+    announced and leave a removed camera's entities in Home Assistant for good. Raises OSError."""
+    write_atomic(path, json.dumps({"components": dict(components)}, sort_keys=True).encode())

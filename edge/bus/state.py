@@ -18,6 +18,7 @@ import contextlib
 import json
 import threading
 from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from edge.bus.mqtt import Bus
@@ -80,14 +81,20 @@ class RetainedState:
             self._events = {e: v for e, v in self._events.items() if v[0] != (camera, rule)}
             self.bus.set_state(self.topics.active(camera, rule), b"")
 
-    def counts(self, camera: str, counts: dict[str, int]) -> None:
-        known = self._counts.setdefault(camera, {})
-        for label in set(known) - set(counts):  # a label no rule watches any more
-            self.bus.set_state(self.topics.count(camera, label), b"")
-            known.pop(label)
-        for label, n in counts.items():
+    def _numbers(self, known: dict[str, int], now: Mapping[str, int], topic: Callable[[str], str]) -> None:
+        """Publish label -> n, each on `topic(label)`, where `known` holds what was published last (kept
+        up to date here): a label no longer there is cleared, not left saying its last number."""
+        for label in set(known) - set(now):
+            self.bus.set_state(topic(label), b"")
+            del known[label]
+        for label, n in now.items():
             known[label] = n
-            self.bus.set_state(self.topics.count(camera, label), str(n))
+            self.bus.set_state(topic(label), str(n))
+
+    def counts(self, camera: str, counts: dict[str, int]) -> None:
+        """A camera's counts (label -> objects in view); a label no rule watches any more is cleared."""
+        known = self._counts.setdefault(camera, {})
+        self._numbers(known, counts, lambda label: self.topics.count(camera, label))
 
     def lines(self, camera: str, line: str, label: str, counts: dict) -> None:
         """A line's crossings since `since` (local midnight, or the start that day): {in, out, since}."""
@@ -100,21 +107,18 @@ class RetainedState:
         for line, label in self._lines.pop(camera, set()):
             self.bus.set_state(self.topics.line(camera, line, label), b"")
 
-    def occupancy(self, camera: str, zone: str, label: str, n: int) -> None:
-        self._occupancy.setdefault(camera, {}).setdefault(zone, {})[label] = n
-        self.bus.set_state(self.topics.occupancy(camera, zone, label), str(n))
-
     def zones(self, camera: str, occupancy: dict[str, dict[str, int]]) -> None:
         """A camera's whole occupancy (zone -> label -> n): each published; a zone or label no longer
         there is cleared (its rule went away, the camera was removed: `{}`)."""
-        known = self._occupancy.get(camera, {})
-        for zone, labels in known.items():
-            for label in set(labels) - set(occupancy.get(zone, {})):
-                self.bus.set_state(self.topics.occupancy(camera, zone, label), b"")
-        self._occupancy[camera] = {}
+        known = self._occupancy.setdefault(camera, {})
+
+        def topic(zone: str) -> Callable[[str], str]:
+            return lambda label: self.topics.occupancy(camera, zone, label)
+
+        for zone in [z for z in known if z not in occupancy]:
+            self._numbers(known.pop(zone), {}, topic(zone))
         for zone, labels in occupancy.items():
-            for label, n in labels.items():
-                self.occupancy(camera, zone, label, n)
+            self._numbers(known.setdefault(zone, {}), labels, topic(zone))
 
     def snapshot(self, camera: str, path: Path) -> None:
         with contextlib.suppress(OSError):  # retention removed it already; the next alert brings one

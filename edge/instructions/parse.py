@@ -17,7 +17,7 @@ from datetime import time as dtime
 from typing import Any, Literal
 
 from edge.config.models import DEFAULT_MODES, RuleConfig
-from edge.instructions.vocabulary import UNITS_S, find_labels, number, words
+from edge.instructions.vocabulary import UNITS_S, find_labels, number, spoken, words
 
 Kind = Literal["rule", "question", "memory", "control", "delegate", "unknown"]
 AREA = {"fire", "smoke"}
@@ -267,7 +267,7 @@ def parse(text: str, camera: str | None, ctx: Context, now: datetime | None = No
                 break  # "what happened to the person who left?" is still heavy; "did anyone come?" is memory
             return Decision(
                 "delegate",
-                f"hand to the blue loop: {task.replace('_', ' ')}",
+                f"hand to the blue loop: {spoken(task)}",
                 label=label,
                 cameras=cameras,
                 task=task,
@@ -285,7 +285,7 @@ def parse(text: str, camera: str | None, ctx: Context, now: datetime | None = No
         form = "count" if COUNT.search(low) else "any"
         where = ", ".join(cameras) if cameras else "every camera"
         if zone is not None:
-            where = f"the {zone[1].replace('-', ' ').replace('_', ' ')} on {where}"
+            where = f"the {spoken(zone[1])} on {where}"
         return Decision(
             "question",
             f"{'count' if form == 'count' else 'look for'} {label} {'in' if zone else 'on'} {where} now",
@@ -309,15 +309,15 @@ def _line_question(low: str, label: str | None, cameras: list[str] | None, ctx: 
         if cameras and cam not in cameras:
             continue
         for name in names:
-            if f" {name.replace('-', ' ').replace('_', ' ')} " not in padded and f" {name} " not in padded:
+            said = spoken(name)
+            if f" {said} " not in padded and f" {name} " not in padded:
                 continue
             way = "in" if LINE_IN.search(low) else "out" if LINE_OUT.search(low) else None
             if way is None and not LINE_ANY.search(low):
                 return None
             thing = label or "person"
-            spoken = name.replace("-", " ").replace("_", " ")
             what = {"in": "came in through", "out": "went out through", None: "crossed"}[way]
-            return Decision("question", f"count {thing} that {what} the {spoken} on {cam} today", label=thing,
+            return Decision("question", f"count {thing} that {what} the {said} on {cam} today", label=thing,
                             cameras=[cam], form=f"line_{way or 'both'}", line=name)  # fmt: skip
     return None
 
@@ -400,8 +400,7 @@ def _places(low: str, camera: str | None, ctx: Context) -> tuple[list[str] | Non
         found = []
         padded = f" {low} "
         for name in ctx.cameras:
-            spoken = name.replace("-", " ").replace("_", " ")
-            if f" {spoken} " in padded or f" {name} " in padded:
+            if f" {spoken(name)} " in padded or f" {name} " in padded:
                 found.append(name)
         for m in re.finditer(r"\b(?:camera|cam)\s*(\d+)\b", low):
             index = int(m.group(1))
@@ -416,7 +415,7 @@ def _places(low: str, camera: str | None, ctx: Context) -> tuple[list[str] | Non
     padded = f" {low} "
     for cam, zones in ctx.zones.items():
         for zname in zones:
-            if f" {zname.replace('-', ' ').replace('_', ' ')} " in padded and (not found or cam in found):
+            if f" {spoken(zname)} " in padded and (not found or cam in found):
                 zone = (cam, zname)
                 found = found or [cam]
     unique = list(dict.fromkeys(found))
@@ -545,7 +544,7 @@ def rule_words(rule: dict[str, Any]) -> str:
     )
     if rule.get("line"):  # a crossing rule
         way = f" ({rule['direction']})" if rule.get("direction") else ""
-        line = rule["line"].replace("-", " ").replace("_", " ")
+        line = spoken(rule["line"])
         text = f"I will alert you when I see {thing} cross the {line}{way} on {where}"
     if rule.get("dwell_s"):
         text += f" for more than {_duration(rule['dwell_s'])}"

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from edge.control import Control, ControlError
 from edge.instructions.parse import HELP, Context, Decision, parse, rule_words
+from edge.instructions.vocabulary import plural, plural_noun, spoken
 from edge.live import CameraView, LiveView
 from edge.rules.rules import point_in_polygon
+from edge.rules.tracker import feet
 from edge.store import EventLog, StoreError
 from edge.timefmt import clock
 
@@ -35,14 +37,6 @@ LOOK_WAIT_S = 1.5
 WORKERS = 4
 NARRATION = ("narrate_on", "narrate_off", "digest_on", "digest_off")
 """Control tasks the narrator (edge/narrator.py) carries out."""
-
-
-def plural(n: int, label: str) -> str:
-    if label == "person":
-        return "1 person" if n == 1 else f"{n} people"
-    if label in ("fire", "smoke"):
-        return label if n else f"no {label}"
-    return f"{n} {label}" + ("" if n == 1 else "es" if label.endswith(("s", "sh", "ch", "x")) else "s")
 
 
 class Router:
@@ -167,13 +161,13 @@ class Router:
         total = sum(counts.values())
         where = cameras[0] if len(cameras) == 1 else "all cameras"
         if d.zone is not None:
-            where = f"the {d.zone.replace('-', ' ').replace('_', ' ')} on {where}"
+            where = f"the {spoken(d.zone)} on {where}"
         if d.form == "any":
             if total:
                 seen = ", ".join(f"{plural(n, d.label)} on {c}" for c, n in counts.items() if n)
                 text = f"Yes: {seen}."
             else:
-                thing = d.label if d.label in ("fire", "smoke") else plural(2, d.label)[2:]
+                thing = plural_noun(d.label)
                 text = f"No, I see no {thing} {'in' if d.zone else 'on'} {where}."
         else:
             detail = (
@@ -191,19 +185,19 @@ class Router:
         camera, label = d.cameras[0], d.label
         loop = self.control.loops.get(camera)
         counter = loop.lines if loop is not None else None
-        spoken = d.line.replace("-", " ").replace("_", " ")
+        line = spoken(d.line)
         counts = counter.counts().get((d.line, label)) if counter is not None else None
         if counter is None or counts is None:
-            return "answer", f"I do not count {plural(2, label)[2:]} on the {spoken} on {camera}.", None
+            return "answer", f"I do not count {plural_noun(label)} on the {line} on {camera}.", None
         since = datetime.fromisoformat(str(counts["since"]))
         window = "today" if since.time() == dtime() else f"since {since:%H:%M}"
         n_in, n_out = int(counts["in"]), int(counts["out"])  # type: ignore[call-overload]
         if d.form == "line_in":
-            text = f"{plural(n_in, label)} came in through the {spoken} on {camera} {window}."
+            text = f"{plural(n_in, label)} came in through the {line} on {camera} {window}."
         elif d.form == "line_out":
-            text = f"{plural(n_out, label)} went out through the {spoken} on {camera} {window}."
+            text = f"{plural(n_out, label)} went out through the {line} on {camera} {window}."
         else:
-            text = f"The {spoken} on {camera} {window}: {plural(n_in, label)} in, {plural(n_out, label)} out."
+            text = f"The {line} on {camera} {window}: {plural(n_in, label)} in, {plural(n_out, label)} out."
         data = {
             "camera": camera,
             "line": d.line,
@@ -224,8 +218,8 @@ class Router:
         if polygon is None or not view.width or not view.height:
             return 0
         w, h = view.width, view.height
-        feet = [((d.box[0] + d.box[2]) / 2 / w, d.box[3] / h) for d in view.detections if d.label == label]
-        return sum(1 for x, y in feet if point_in_polygon(x, y, polygon))
+        mine = (d for d in view.detections if d.label == label)
+        return sum(1 for d in mine if point_in_polygon(*feet(d.box, w, h), polygon))
 
     def _refresh(self, cameras: list[str], label: str) -> None:
         """Wake the gate for a fresh look where the last one is older than FRESH_S, and wait for it.
@@ -279,7 +273,7 @@ class Router:
         for camera in cameras:
             rows += self.events.events(limit=500, camera=camera, label=label, since=d.since)
         rows.sort(key=lambda r: r["started_at"])
-        thing = plural(2, label)[2:] if label not in ("fire", "smoke") else label
+        thing = plural_noun(label)
         window = "" if d.since is None else f" since {clock(d.since)}"
         if d.form == "any":
             if not rows:
@@ -323,17 +317,9 @@ class Router:
             change = self.control.set_mode(d.mode, by="instruction")
             return "answer", change.words(), change.data()
         state = self.control.mode_state()
-        text = f"I am in {state['mode']} mode"
-        if state["set_at"]:
-            text += f" (since {clock(state['set_at'])}, set by {state['set_by']})"
-        active, inactive = state["active_rules"], state["inactive_rules"]
-        text += ". " + (f"Alerting on {', '.join(active)}." if active else "No rule alerts in this mode.")
-        if inactive:
-            text += f" Not alerting on {', '.join(inactive)}."
-        if state["push"] is not None:
-            text += f" Push: {', '.join(state['push']) or 'none'}."
-        text += f" Modes: {', '.join(state['modes'])}."
-        return "answer", text, state
+        since = f" (since {clock(state.set_at)}, set by {state.set_by})" if state.set_at else ""
+        text = f"I am in {state.mode} mode{since}. {state.summary} Modes: {', '.join(state.modes)}."
+        return "answer", text, state.data()
 
     def _control(self, d: Decision) -> tuple[str, str, Any]:
         if d.task in ("set_mode", "mode_state"):

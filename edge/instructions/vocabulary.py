@@ -57,6 +57,30 @@ def words(text: str) -> list[str]:
     return WORD.findall(text.lower())
 
 
+def spoken(name: str) -> str:
+    """A camera, zone or line name as a sentence says it and a person types it: 'side_gate' and
+    'loading-dock' are 'side gate' and 'loading dock'."""
+    return name.replace("-", " ").replace("_", " ")
+
+
+def plural(n: int, label: str) -> str:
+    """`n` objects of a detector label in words: '1 person', '3 people', '2 buses'; fire and smoke are
+    no objects, only there or not: 'fire', 'no smoke'."""
+    if label == "person":
+        return "1 person" if n == 1 else f"{n} people"
+    if label in ("fire", "smoke"):
+        return label if n else f"no {label}"
+    return f"{n} {label}" + ("" if n == 1 else "es" if label.endswith(("s", "sh", "ch", "x")) else "s")
+
+
+def plural_noun(label: str) -> str:
+    """A label as the noun for many of them, without a number ('no people', 'any cars'); fire and
+    smoke as they are."""
+    if label in ("fire", "smoke"):
+        return label
+    return plural(2, label)[2:]
+
+
 def singular(word: str) -> str:
     if word.endswith("ies") and len(word) > 4:
         return word[:-3] + "y"

@@ -38,7 +38,7 @@ from datetime import time as dtime
 from typing import Literal
 
 from edge.config.models import LineConfig
-from edge.rules.tracker import AREA_LABELS, Track, diagonal
+from edge.rules.tracker import AREA_LABELS, Track, diagonal, feet
 
 LINE_BAND = 0.015
 """Half-width of the band around a line where a track takes no side, as a fraction of the frame's
@@ -163,6 +163,9 @@ class LineCounter:
         self._counts: dict[tuple[str, str], dict[str, int]] = {
             (name, label): {"in": 0, "out": 0} for name, line in self.lines.items() for label in line.labels
         }
+        self.changes = 0
+        """Goes up whenever a count changes (a crossing, midnight, `restore`): what was built from the
+        counts (the live view's lines) holds until it moves."""
 
     # -- what it follows ------------------------------------------------------------------------------
 
@@ -216,6 +219,7 @@ class LineCounter:
             if isinstance(kept, list) and len(kept) == 2 and all(isinstance(n, int) and n >= 0 for n in kept):
                 c["in"], c["out"] = kept
         self.since = min(self.since, since)
+        self.changes += 1
         return True
 
     def tick(self, now: float | None = None) -> bool:
@@ -225,6 +229,7 @@ class LineCounter:
             return False
         self.since = midnight_before(now)
         self._next_midnight = midnight_after(now)
+        self.changes += 1
         for key, c in self._counts.items():
             c["in"] = c["out"] = 0
             self._say(key)
@@ -248,22 +253,19 @@ class LineCounter:
             mine = [t for t in tracks if t.label in labels]
             ids = {t.id for t in mine}
             for track in mine:
-                x1, _, x2, y2 = track.box
-                feet = ((x1 + x2) / 2 / width, y2 / height)
-                st = self._standing.get((name, track.id)) or self._adopt(
-                    name, track, feet, ids, width, height
-                )
+                at = feet(track.box, width, height)
+                st = self._standing.get((name, track.id)) or self._adopt(name, track, at, ids, width, height)
+                diag = diagonal(track.box)
                 if st is None:
-                    st = self._standing[(name, track.id)] = _Standing(
-                        track.label, pts, feet, diagonal(track.box)
-                    )
-                st.last_pts, st.feet, st.diag = pts, feet, diagonal(track.box)
-                direction = self._look(st, feet, poly, band, width, height)
+                    st = self._standing[(name, track.id)] = _Standing(track.label, pts, at, diag)
+                st.last_pts, st.feet, st.diag = pts, at, diag
+                direction = self._look(st, at, poly, band, width, height)
                 if direction is not None:
                     out.append(Crossing(name, track.label, direction, track, pts))
                     key = (name, track.label)
                     if key in self._counts:
                         self._counts[key][direction] += 1
+                        self.changes += 1
                         self._say(key)
         self._standing = {k: s for k, s in self._standing.items() if pts - s.last_pts <= self.max_age_s}
         return out

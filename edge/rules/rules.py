@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from edge.config.models import FireConfig, RuleConfig
-from edge.rules.tracker import AREA_LABELS, Track
+from edge.rules.tracker import AREA_LABELS, Track, centre, feet
 
 if TYPE_CHECKING:
     from edge.config.models import SmokeConfig
@@ -93,9 +93,10 @@ class Rule:
         if self.cfg.zone is None:
             return True
         # Objects stand where their feet are; a fire region counts where its centre is.
-        px = (x1 + x2) / 2 / frame_w
-        py = ((y1 + y2) / 2 if track.label in AREA_LABELS else y2) / frame_h
-        return point_in_polygon(px, py, self.cfg.zone)
+        if track.label in AREA_LABELS:
+            cx, cy = centre(track.box)
+            return point_in_polygon(cx / frame_w, cy / frame_h, self.cfg.zone)
+        return point_in_polygon(*feet(track.box, frame_w, frame_h), self.cfg.zone)
 
     def alert_text(self, camera: str, direction: str | None = None) -> str:
         """The rule's text; a crossing rule's default names the line and the way it was crossed."""

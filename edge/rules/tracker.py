@@ -46,6 +46,14 @@ def centre(box: Box) -> tuple[float, float]:
     return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
 
 
+def feet(box: Box, width: float, height: float) -> tuple[float, float]:
+    """Where an object stands, relative to a `width` x `height` frame: the bottom centre of its box.
+    Zone membership and line crossings are decided at this point, not the box's centre: a person's box
+    grows and shrinks at the top and sides as they turn or raise an arm, their feet stay on the floor,
+    and the floor is what an admin draws a zone or a tripwire on."""
+    return (box[0] + box[2]) / 2 / width, box[3] / height
+
+
 def diagonal(box: Box) -> float:
     return float(((box[2] - box[0]) ** 2 + (box[3] - box[1]) ** 2) ** 0.5) or 1.0
 

@@ -180,11 +180,8 @@
     return text.slice(0, 10) === r.fmtTime(Date.now() / 1000).slice(0, 10) ? text.slice(11) : text;
   }
 
-  function fillMode(state) {
-    var text = state.active_rules.length ? "Alerting on " + state.active_rules.join(", ") + "." :
-      "No rule alerts in this mode.";
-    if (state.inactive_rules.length) { text += " Not alerting on " + state.inactive_rules.join(", ") + "."; }
-    if (state.push !== null) { text += " Push: " + (state.push.join(", ") || "none") + "."; }
+  function fillMode(state) {  // the summary is the server's (edge.modes.ModeState); the time is said here
+    var text = state.summary;
     if (state.set_at) { text += " Set " + clock(state.set_at) + " by " + state.set_by + "."; }
     r.setText(document.getElementById("mode-name"), state.mode);
     r.setText(document.getElementById("mode-rules"), text);
