@@ -350,3 +350,25 @@ def test_rejects_non_bgr_input() -> None:
         det.detect(np.zeros((120, 160), np.uint8), 0.0)
     with pytest.raises(ValueError, match="BGR uint8"):
         det.detect(np.zeros((120, 160, 3), np.float32), 0.0)
+
+
+def test_a_small_new_flame_beside_a_dismissed_sunset_starts_a_watch() -> None:
+    """A still sunset is watched once and then let go, also at the gate's later refreshes; a small flame
+    that starts below it adds a handful of fire-coloured pixels to the sky's thousands, and must still
+    be looked at (before, it only counted as news once it reached a fifth of the sky)."""
+    from tools.fireeval.scenes import HOUSE6_WINDOW, _house_flame, paste
+
+    sunset = cv2.imread(str(DATA / "non_fire_lookalike/sunset_udaipur.jpg"))
+    h, w = sunset.shape[:2]
+    det = FireDetector(FireConfig())
+    for i in range(STILL_CALLS):
+        det.detect(sunset, i / STILL_FPS)
+    assert not det.watching(STILL_CALLS / STILL_FPS)
+    refresh = STILL_CALLS / STILL_FPS + 2.0  # the gate's next refresh: the same sunset
+    det.detect(sunset, refresh)
+    assert not det.watching(refresh), "a dismissed still sunset starts no new watch"
+    crop, alpha = _house_flame(DATA, HOUSE6_WINDOW, STILL_FPS, 1)[0]
+    burning = sunset.copy()
+    paste(burning, crop, alpha, w * 0.64, h * 0.85, h * 0.05)
+    det.detect(burning, refresh + 2.0)
+    assert det.watching(refresh + 2.0), "new warm light away from the dismissed sky is news"

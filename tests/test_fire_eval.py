@@ -35,7 +35,6 @@ KNOWN_GAPS = {
     "flame_room": "dim grass-fire tongue on a fire-coloured wooden floor: provisional at 1.4 s, retracted",
     "flame_car_market": "a flame of ~8 px of real flame beside the car in a busy market: never seen",
     "flash_flame_room": "after the flash the small flame is seen at 1.2 s, and retracted",
-    "smoke_column_city": "flames under the black column seen only at 5.0 s (the plume is not found as smoke)",
     "smoke_column_market": "flames under the column in the market: never seen",
 }
 """Made scenes where the detector misses the issue's goal today, with what it does instead (README,

@@ -154,6 +154,12 @@ through, matches one of them)."""
 STILL_NEW_SHARE = 0.2
 """Candidate pixels outside a dismissed candidate, as a share of it, that still count as the same one
 (noise and the relative cores of a textured surface come and go at its edges)."""
+LARGE_STILL_SHARE = 0.05
+"""A still candidate covering at least this share of the thumbnail (a sunset sky, a lit facade) would
+hide a new small flame from ``STILL_NEW_SHARE``: a flame adds a handful of pixels to thousands. Beside
+such a still, new, changing warm light away from it is news on its own. Smaller stills (a lamp, the
+wooden floor of a room people walk through) keep the share rule alone: their specks of new warm light
+come and go with every visitor, and would keep the detector watching."""
 STILL_CHANGE = 4.0
 """Mean grey change (0-255) over a dismissed candidate below which it is the same still object: flame
 changes by far more between two gate refreshes, sensor noise by far less."""
@@ -607,7 +613,8 @@ class FireDetector:
         fine, fine_scale = _fine(image)
         fine_channels = cv2.split(fine)
         fine_masks = _masks(fine, relative=True, channels=fine_channels) if fine is not small else masks
-        opener = fine_masks[1] | self._warm.update(fine, fine_channels)
+        warm = self._warm.update(fine, fine_channels)
+        opener = fine_masks[1] | warm
         if self._warm.relit:
             # The lighting of the whole picture changed (a flash, headlights): every highlight is
             # new and brighter, so cores and warm light open nothing on this frame; the windows
@@ -617,7 +624,7 @@ class FireDetector:
             _open_at_smoke(opener, fine_masks[0], hints, fine_scale)
         candidate = masks[1] | _pool(opener, (w, h))
         grey_now = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-        self._watch_decision(pts, candidate, grey_now)
+        self._watch_decision(pts, candidate, grey_now, _pool(warm, (w, h)) if warm.any() else None)
 
         step = self._main.step(small, pts, masks)
         if step.smeared:
@@ -652,7 +659,9 @@ class FireDetector:
         self._last_result = []
         return []
 
-    def _watch_decision(self, pts: float, candidate: np.ndarray, grey: np.ndarray) -> None:
+    def _watch_decision(
+        self, pts: float, candidate: np.ndarray, grey: np.ndarray, warm: np.ndarray | None = None
+    ) -> None:
         """Start, keep or end the watch (see ``WATCH_S``). A candidate that was watched and showed
         nothing, and still looks exactly as it did then, is a still object: it starts no new watch,
         so a lamp or a yellow sign in a still scene costs one watch, not one every gate refresh."""
@@ -667,18 +676,27 @@ class FireDetector:
             if peak < WATCH_KEEP_EVIDENCE:
                 self._watch_since = None
             return
-        if self._watch_since is None and not self._unchanged_still(candidate, grey):
+        if self._watch_since is None and not self._unchanged_still(candidate, grey, warm):
             self._watch_since = pts
             self._stills.clear()  # something new: what was dismissed may not look the same again
         if self._watch_since is not None:
             self._watched = _Still(grey, candidate)
 
-    def _unchanged_still(self, candidate: np.ndarray, grey: np.ndarray) -> bool:
-        """The candidate is one that was watched and showed nothing, and it looks as it did then."""
+    def _unchanged_still(self, candidate: np.ndarray, grey: np.ndarray, warm: np.ndarray | None) -> bool:
+        """The candidate is one that was watched and showed nothing, and it looks as it did then.
+        `warm`: new, changing warm light (`WarmLight`, on the thumbnail) now; beside a large still
+        (``LARGE_STILL_SHARE``) any of it away from the still is news."""
         for still in self._stills:
             if still.grey.shape != grey.shape:
                 continue
             near = cv2.dilate(still.candidate.view(np.uint8), _K_CORE) > 0
+            size = np.count_nonzero(still.candidate)
+            if (
+                warm is not None
+                and size >= LARGE_STILL_SHARE * still.candidate.size
+                and np.count_nonzero(warm & ~near) >= MIN_CANDIDATE_PIXELS
+            ):
+                continue  # new warm light beside a large still
             if np.count_nonzero(candidate & ~near) > STILL_NEW_SHARE * np.count_nonzero(still.candidate):
                 continue  # fire-coloured light where there was none
             if float(cv2.absdiff(grey, still.grey)[near].mean()) < STILL_CHANGE:
