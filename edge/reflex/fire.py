@@ -624,7 +624,7 @@ class FireDetector:
             _open_at_smoke(opener, fine_masks[0], hints, fine_scale)
         candidate = masks[1] | _pool(opener, (w, h))
         grey_now = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-        self._watch_decision(pts, candidate, grey_now, _pool(warm, (w, h)) if warm.any() else None)
+        self._watch_decision(pts, candidate, grey_now, warm)
 
         step = self._main.step(small, pts, masks)
         if step.smeared:
@@ -684,19 +684,19 @@ class FireDetector:
 
     def _unchanged_still(self, candidate: np.ndarray, grey: np.ndarray, warm: np.ndarray | None) -> bool:
         """The candidate is one that was watched and showed nothing, and it looks as it did then.
-        `warm`: new, changing warm light (`WarmLight`, on the thumbnail) now; beside a large still
+        `warm`: new, changing warm light (`WarmLight`, on the fine image) now; beside a large still
         (``LARGE_STILL_SHARE``) any of it away from the still is news."""
+        pooled: np.ndarray | None = None  # `warm` on the thumbnail, made once and only if needed
         for still in self._stills:
             if still.grey.shape != grey.shape:
                 continue
             near = cv2.dilate(still.candidate.view(np.uint8), _K_CORE) > 0
-            size = np.count_nonzero(still.candidate)
-            if (
-                warm is not None
-                and size >= LARGE_STILL_SHARE * still.candidate.size
-                and np.count_nonzero(warm & ~near) >= MIN_CANDIDATE_PIXELS
-            ):
-                continue  # new warm light beside a large still
+            large = np.count_nonzero(still.candidate) >= LARGE_STILL_SHARE * still.candidate.size
+            if large and warm is not None and warm.any():
+                if pooled is None:
+                    pooled = _pool(warm, (grey.shape[1], grey.shape[0]))
+                if np.count_nonzero(pooled & ~near) >= MIN_CANDIDATE_PIXELS:
+                    continue  # new warm light beside a large still
             if np.count_nonzero(candidate & ~near) > STILL_NEW_SHARE * np.count_nonzero(still.candidate):
                 continue  # fire-coloured light where there was none
             if float(cv2.absdiff(grey, still.grey)[near].mean()) < STILL_CHANGE:
