@@ -30,6 +30,7 @@ from edge.admin.pages import (
     is_admin,
     json_body,
     json_error,
+    json_field,
     one_line,
     remote_addr,
 )
@@ -107,15 +108,7 @@ def _form_values() -> dict[str, Any]:
 
 def _lines_field(text: str) -> dict[str, Any]:
     """The form's `lines` field: {name: {points, direction, labels}} as JSON ("" : no lines)."""
-    if not text.strip():
-        return {}
-    try:
-        lines = json.loads(text)
-    except ValueError:
-        raise ValueError("lines: not a JSON object of lines") from None
-    if not isinstance(lines, dict):
-        raise ValueError("lines: not a JSON object of lines")
-    return lines
+    return json_field(text, dict, "lines: not a JSON object of lines") or {}
 
 
 def _lines_json(form: dict[str, Any]) -> str:

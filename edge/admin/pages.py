@@ -8,9 +8,10 @@ and the request.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import current_app, jsonify, redirect, request, url_for
 from flask.typing import ResponseReturnValue
@@ -30,6 +31,8 @@ __all__ = [  # shared by the area modules: defined in auth, errors and services,
     "remote_addr",
     "validation_message",
 ]
+
+T = TypeVar("T", list, dict)
 
 
 def stopping() -> threading.Event:
@@ -55,6 +58,21 @@ def json_body() -> dict[str, Any]:
     """The request's JSON object ({} when there is none; a non-object is refused by the caller)."""
     data = request.get_json(silent=True)
     return data if isinstance(data, dict) else {}
+
+
+def json_field(text: str, kind: type[T], error: str) -> T | None:
+    """A form field holding JSON that the page's script writes (a rule's zone, a camera's lines): the
+    value, None when the field is blank; ValueError(`error`) when it is not JSON of the `kind` wanted,
+    so the form is shown again saying so (form_post)."""
+    if not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ValueError(error) from None
+    if not isinstance(value, kind):
+        raise ValueError(error)
+    return value
 
 
 def form_post(

@@ -27,6 +27,7 @@ from edge.admin.pages import (
     is_admin,
     json_body,
     json_error,
+    json_field,
     remote_addr,
     sentence,
 )
@@ -75,13 +76,8 @@ def form_to_config(form: Any) -> dict[str, Any]:
         if number is not None:
             values[key] = number
     zone = (form.get("zone") or "").strip()
-    if zone:
-        try:
-            points = json.loads(zone)
-        except ValueError:
-            raise ValueError("zone: not a list of points") from None
-        if not isinstance(points, list):
-            raise ValueError("zone: not a list of points")
+    points = json_field(zone, list, "zone: not a list of points")
+    if points is not None:
         values["zone"] = points or None
     line = (form.get("line") or "").strip()
     if line:  # a crossing rule: the line (and direction) instead of a zone

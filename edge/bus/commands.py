@@ -93,23 +93,26 @@ class Commands:
 
 
 def _on_off(payload: bytes) -> bool:
-    try:
-        value = payload.decode("utf-8").strip().upper()
-    except UnicodeDecodeError:
-        raise CommandError("payload is not UTF-8 text (expected ON or OFF)") from None
+    value = _text(payload, "ON or OFF").upper()
     if value not in (ON, OFF):
         raise CommandError(f"payload {value[:40]!r} is not ON or OFF")
     return value == ON
 
 
 def _mode_name(payload: bytes) -> str:
-    try:
-        value = payload.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise CommandError("payload is not UTF-8 text (expected a mode name)") from None
+    value = _text(payload, "a mode name")
     if not value:
         raise CommandError("payload is empty (expected a mode name)")
     return value[:64]
+
+
+def _text(payload: bytes, expected: str) -> str:
+    """A plain-text payload (a switch's ON/OFF, a mode's name), stripped; `expected` says what it should
+    be in the error when it is not UTF-8."""
+    try:
+        return payload.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise CommandError(f"payload is not UTF-8 text (expected {expected})") from None
 
 
 def _json(payload: bytes) -> Any:

@@ -227,26 +227,8 @@ class EventMachine:
         if self._is_parked(rule, track, pts):
             return
         del self._candidates[key]
-        record = EventRecord(
-            id=new_id(),
-            camera=self.camera,
-            label=track.label,
-            rule=rule.name,
-            score=track.score,
-            box=track.box,
-            started_at=now,
-            frame=frame,
-            pts=pts,
-            track_id=track.id,
-            zones=[rule.cfg.zone_name or rule.name] if rule.cfg.zone else [],
-        )
-        opened = _Open(rule, record, pts, pts, seen_now=True)
-        self._open[key] = opened
-        cooling = pts - self._last_alert_pts.get(rule.name, float("-inf")) < rule.cfg.cooldown_s
-        awaits = rule.device_verified and not cooling
-        out.append(Transition("start", record, frame, pts, awaits_verdict=awaits))
-        if not cooling:
-            self._alert(opened, frame, pts, now, out)
+        zones = [rule.cfg.zone_name or rule.name] if rule.cfg.zone else []
+        self._start(key, rule, track, frame, pts, now, out, zones=zones, verifies=rule.device_verified)
 
     def _crossed(
         self, rule: Rule, c: Crossing, frame: int, pts: float, now: float, out: list[Transition]
@@ -254,15 +236,36 @@ class EventMachine:
         """A crossing of a crossing rule's line: an event of its own, alerting at once (edge.rules.lines
         made sure it is one crossing)."""
         self._crossings += 1
-        track = c.track
+        key = (rule.name, -self._crossings)  # a key no track id takes
+        self._start(key, rule, c.track, frame, pts, now, out, hold_until=pts + CROSSING_HOLD_S,
+                    direction=c.direction)  # fmt: skip
+
+    def _start(
+        self,
+        key: tuple[str, int],
+        rule: Rule,
+        track: Track,
+        frame: int,
+        pts: float,
+        now: float,
+        out: list[Transition],
+        *,
+        zones: list[str] | None = None,
+        verifies: bool = False,
+        hold_until: float | None = None,
+        direction: str | None = None,
+    ) -> None:
+        """Open an event of `rule` under `key`, from `track` as seen now: its `start`, and its first alert
+        unless the rule is cooling down. `verifies`: the start says its alert awaits the device's verdict
+        (a sighting of a device-verified rule; a crossing's start never does). `hold_until` and
+        `direction`: a crossing's event (see _Open)."""
         record = EventRecord(id=new_id(), camera=self.camera, label=track.label, rule=rule.name,
                              score=track.score, box=track.box, started_at=now, frame=frame, pts=pts,
-                             track_id=track.id)  # fmt: skip
-        opened = _Open(rule, record, pts, pts, seen_now=True, hold_until=pts + CROSSING_HOLD_S,
-                       direction=c.direction)  # fmt: skip
-        self._open[(rule.name, -self._crossings)] = opened  # a key no track id takes
+                             track_id=track.id, zones=zones or [])  # fmt: skip
+        opened = _Open(rule, record, pts, pts, seen_now=True, hold_until=hold_until, direction=direction)
+        self._open[key] = opened
         cooling = pts - self._last_alert_pts.get(rule.name, float("-inf")) < rule.cfg.cooldown_s
-        out.append(Transition("start", record, frame, pts))
+        out.append(Transition("start", record, frame, pts, awaits_verdict=verifies and not cooling))
         if not cooling:
             self._alert(opened, frame, pts, now, out)
 
