@@ -26,11 +26,13 @@ WARM_MIN_PIXELS = 2
 double-size thumbnail have red >= ``WARM_R_MIN``, ``WARM_RISE`` above the running background and
 ``WARM_CHANGE`` off the previous frame."""
 RELIGHT_SHARE = 0.04
+RELIGHT_MIN_LEVEL = 16
 RELIGHT_SAMPLES = 4096
-"""Red that rose or fell by more than this share over most of the picture since the previous frame
-(the median of the per-pixel ratio, over about ``RELIGHT_SAMPLES`` pixels) is the lighting changing: a
-flash, headlights, a light switched on or auto-exposure. Warm light that is new on such a frame is
-new everywhere, so none counts (flames change their own few pixels: the fire clips stay within 0.02)."""
+"""Brightness that rose or fell by more than this share over most of the picture between two frames
+(the median of the per-pixel ratio, darker pixels counted as ``RELIGHT_MIN_LEVEL``, over about
+``RELIGHT_SAMPLES`` pixels unless the caller picks a step) is the lighting changing: a flash,
+headlights, a light switched on or auto-exposure (see `relit`). Flames change their own few pixels:
+the fire clips stay within 0.02."""
 
 WAKE_REASONS = ("first", "motion", "warm", "event", "refresh", "request", "off")
 
@@ -183,7 +185,7 @@ class WarmLight:
         warm = (red >= WARM_R_MIN) & (red >= green) & (green >= blue)
         warm &= cv2.absdiff(red, previous) >= WARM_CHANGE
         if self._always_judge_light or warm.any():
-            self.relit = _relit(red, previous)
+            self.relit = relit(red, previous)
         if self.relit:
             warm[:] = False
         if not warm.any():
@@ -194,9 +196,12 @@ class WarmLight:
         return rising & warm
 
 
-def _relit(red: np.ndarray, previous: np.ndarray) -> bool:
-    """The lighting of the whole picture changed between `previous` and `red` (see ``RELIGHT_SHARE``)."""
-    step = max(1, int(math.sqrt(red.size / RELIGHT_SAMPLES)))
-    now = red[::step, ::step].astype(np.float32)
-    before = np.maximum(previous[::step, ::step], 16).astype(np.float32)
-    return abs(float(np.median(now / before)) - 1.0) > RELIGHT_SHARE
+def relit(now: np.ndarray, before: np.ndarray, step: int | None = None) -> bool:
+    """The lighting of the whole picture changed between `before` and `now` (one channel or grey, the
+    same size; see ``RELIGHT_SHARE``): then no change in it can be judged as a change of the scene.
+    The gate's warm channel, the fire detector's zoom opener and the pixel detectors' flicker and
+    smoke judgements all ask this. `step`: the pixel step of the sample."""
+    if step is None:
+        step = max(1, int(math.sqrt(now.size / RELIGHT_SAMPLES)))
+    ratio = now[::step, ::step].astype(np.float32) / np.maximum(before[::step, ::step], RELIGHT_MIN_LEVEL)
+    return abs(float(np.median(ratio)) - 1.0) > RELIGHT_SHARE

@@ -53,7 +53,7 @@ import cv2
 import numpy as np
 
 from edge.config.models import FireConfig
-from edge.gate import WarmLight
+from edge.gate import WarmLight, relit
 from edge.reflex.motion import Warper, outside, smeared
 from edge.types import Box, Detection
 
@@ -100,11 +100,6 @@ the house clip vary by ~10-20 levels within half a second."""
 NOISE_FACTOR = 4.0
 """The threshold rises to this multiple of the median motion-compensated difference of the frame, so
 sensor noise or a noisy still never counts as flicker."""
-MAX_EXPOSURE_CHANGE = 0.04
-"""A frame whose overall brightness changed by more than this share (auto-exposure, a flickering
-light) cannot show flicker of its own and is judged flicker-free. Fire clips stay within 0.02."""
-GAIN_MIN_LEVEL = 16
-"""Darker reference pixels are clamped to this level when measuring the brightness change ratio."""
 EDGE_MARGIN = GREY_BLUR // 2 + 1
 """Analysis pixels along the frame edge where change is ignored: in a pan, new content enters there,
 and the grey blur carries it ``GREY_BLUR // 2`` pixels inwards."""
@@ -408,9 +403,7 @@ class _Analysis:
         warped = self._warper.warp(grey, ref)
         # Auto-exposure or a flickering light scales the whole picture. Undoing the gain fails where
         # channels clip, i.e. on bright orange, so such a frame is judged flicker-free instead.
-        sample_now = grey[::2, ::2].astype(np.float32)
-        sample_ref = np.maximum(warped[::2, ::2], GAIN_MIN_LEVEL).astype(np.float32)
-        if abs(float(np.median(sample_now / sample_ref)) - 1.0) > MAX_EXPOSURE_CHANGE:
+        if relit(grey, warped, step=2):
             return np.zeros_like(grey), np.zeros_like(grey), np.zeros_like(grey)
         noise = float(np.median(cv2.absdiff(grey, warped)[::2, ::2]))
         threshold = max(MIN_CHANGE, NOISE_FACTOR * noise)
@@ -659,9 +652,7 @@ class FireDetector:
         self._last_result = []
         return []
 
-    def _watch_decision(
-        self, pts: float, candidate: np.ndarray, grey: np.ndarray, warm: np.ndarray | None = None
-    ) -> None:
+    def _watch_decision(self, pts: float, candidate: np.ndarray, grey: np.ndarray, warm: np.ndarray) -> None:
         """Start, keep or end the watch (see ``WATCH_S``). A candidate that was watched and showed
         nothing, and still looks exactly as it did then, is a still object: it starts no new watch,
         so a lamp or a yellow sign in a still scene costs one watch, not one every gate refresh."""
@@ -682,17 +673,18 @@ class FireDetector:
         if self._watch_since is not None:
             self._watched = _Still(grey, candidate)
 
-    def _unchanged_still(self, candidate: np.ndarray, grey: np.ndarray, warm: np.ndarray | None) -> bool:
+    def _unchanged_still(self, candidate: np.ndarray, grey: np.ndarray, warm: np.ndarray) -> bool:
         """The candidate is one that was watched and showed nothing, and it looks as it did then.
         `warm`: new, changing warm light (`WarmLight`, on the fine image) now; beside a large still
         (``LARGE_STILL_SHARE``) any of it away from the still is news."""
         pooled: np.ndarray | None = None  # `warm` on the thumbnail, made once and only if needed
+        any_warm = bool(warm.any())
         for still in self._stills:
             if still.grey.shape != grey.shape:
                 continue
             near = cv2.dilate(still.candidate.view(np.uint8), _K_CORE) > 0
             large = np.count_nonzero(still.candidate) >= LARGE_STILL_SHARE * still.candidate.size
-            if large and warm is not None and warm.any():
+            if any_warm and large:
                 if pooled is None:
                     pooled = _pool(warm, (grey.shape[1], grey.shape[0]))
                 if np.count_nonzero(pooled & ~near) >= MIN_CANDIDATE_PIXELS:

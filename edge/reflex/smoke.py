@@ -50,6 +50,7 @@ import cv2
 import numpy as np
 
 from edge.config.models import SmokeConfig
+from edge.gate import relit
 from edge.reflex.motion import Warper, outside, smeared
 from edge.types import Detection
 
@@ -97,10 +98,6 @@ MIN_CHANGE = 4
 thin plumes change by only a few levels."""
 NOISE_FACTOR = 4.0
 """The threshold rises to this multiple of the median motion-compensated difference of the frame."""
-MAX_EXPOSURE_CHANGE = 0.04
-"""A frame whose overall brightness changed by more than this share (auto-exposure) is not judged."""
-GAIN_MIN_LEVEL = 16
-"""Darker reference pixels are clamped to this level when measuring the brightness change ratio."""
 EDGE_MARGIN = GREY_BLUR // 2 + 1
 """Analysis pixels along the frame edge where change is ignored (a pan brings in new content there)."""
 MIN_CHANGE_FRACTION = 0.3
@@ -362,9 +359,7 @@ class SmokeDetector:
         bool map of any change beyond 1 px of slack; or None when the overall exposure changed
         (nothing can be judged then)."""
         warped = self._warper.warp(grey, ref)
-        sample_now = grey[::2, ::2].astype(np.float32)
-        sample_ref = np.maximum(ref[::2, ::2], GAIN_MIN_LEVEL).astype(np.float32)
-        if abs(float(np.median(sample_now / sample_ref)) - 1.0) > MAX_EXPOSURE_CHANGE:
+        if relit(grey, ref, step=2):
             return None
         noise = float(np.median(cv2.absdiff(grey, warped)[::2, ::2]))
         threshold = max(MIN_CHANGE, NOISE_FACTOR * noise)
