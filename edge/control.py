@@ -542,8 +542,11 @@ class Control:
 
     @property
     def mode(self) -> str:
-        """The mode on now."""
-        return self._mode
+        """The mode on now. Read under the lock: `set_mode` names the new mode and then applies its
+        rules (ending the events of rules it leaves out) in one locked step, so whoever sees the new
+        mode also sees its rules in force."""
+        with self._lock:
+            return self._mode
 
     @property
     def modes(self) -> list[str]:
