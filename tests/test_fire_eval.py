@@ -32,6 +32,8 @@ SCENES = {s.name: s for s in scenes()} if DATA.is_dir() else {}
 KNOWN_GAPS = {
     "balloons_market": "a fast-swinging shaded balloon: flow cannot follow its smooth face (fire at 0.9 s)",
     "orange_aisle": "the real orange swinging in front of the aisle (fire at 1.1 s)",
+    "flame_far_road": "a distant flame on the road at 1280x720: provisional at 1.2 s, retracted",
+    "flame_coffee": "a small flame on the warm coffee still: provisional at 0.8 s, confirmed at 3.1 s",
     "flame_room": "dim grass-fire tongue on a fire-coloured wooden floor: provisional at 1.4 s, retracted",
     "flame_car_market": "a flame of ~8 px of real flame beside the car in a busy market: never seen",
     "flash_flame_room": "after the flash the small flame is seen at 1.2 s, and retracted",
@@ -101,6 +103,14 @@ def test_slow_onset_alerts_within_a_second_and_confirms_within_three(name: str, 
     assert r.confirmed_after_s is not None and r.confirmed_after_s <= CONFIRMED_S, (
         f"{name}: confirmed {r.confirmed_after_s} s after the flame (retractions: {r.retractions})"
     )
+
+
+def test_a_small_flame_on_a_warm_textured_still_alerts_within_a_second(run_scene) -> None:
+    # The coffee still is warm-toned all over: the flame's new warm light joins the still's own
+    # cores into one component too big for a zoom window, and lies inside the dismissed still.
+    r = run_scene(SCENES["flame_coffee"])
+    after = r.provisional_after_s
+    assert after is not None and after <= PROVISIONAL_S, f"first alert {after} s after the flame"
 
 
 def test_still_lamp_does_not_keep_the_detectors_running(run_scene) -> None:

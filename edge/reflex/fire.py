@@ -152,7 +152,8 @@ STILL_NEW_SHARE = 0.2
 LARGE_STILL_SHARE = 0.05
 """A still candidate covering at least this share of the thumbnail (a sunset sky, a lit facade) would
 hide a new small flame from ``STILL_NEW_SHARE``: a flame adds a handful of pixels to thousands. Beside
-such a still, new, changing warm light away from it is news on its own. Smaller stills (a lamp, the
+or on such a still, new, changing warm light is news on its own: while it stays still it shows none
+(a warm-toned picture under sensor noise shows none), a flame on it does. Smaller stills (a lamp, the
 wooden floor of a room people walk through) keep the share rule alone: their specks of new warm light
 come and go with every visitor, and would keep the detector watching."""
 STILL_CHANGE = 4.0
@@ -632,7 +633,7 @@ class FireDetector:
         elif zooming:
             area = float(h * w) * scale**2
             zoomed = self._zoom_in(
-                fine, fine_masks[0], opener, fine_scale, pts, found, area, scale / fine_scale
+                fine, fine_masks[0], opener, warm, fine_scale, pts, found, area, scale / fine_scale
             )
             found.extend(zoomed)
         self._verify(image, pts, found)
@@ -663,6 +664,7 @@ class FireDetector:
             self._watch_since = None
             if self._watched is not None:
                 self._stills.append(self._watched)
+            self._dismiss_zooms()
         if np.count_nonzero(candidate) < MIN_CANDIDATE_PIXELS:
             if peak < WATCH_KEEP_EVIDENCE:
                 self._watch_since = None
@@ -673,10 +675,22 @@ class FireDetector:
         if self._watch_since is not None:
             self._watched = _Still(grey, candidate)
 
+    def _dismiss_zooms(self) -> None:
+        """The watch ended with nothing: its zoom windows had the watch for their trial. They are
+        dismissed with their look (the last watched fine image), rather than left open unjudged until
+        the next watch, where they would hold every window while a new candidate waits for one."""
+        before = self._fine_before
+        if before is not None:
+            grey = _LazyGrey(before[1])
+            for zoom in self._zooms:
+                if not zoom.proved:
+                    self._dismissed.append(_Dismissed(zoom.box, grey.crop(zoom.box)))
+        self._zooms.clear()
+
     def _unchanged_still(self, candidate: np.ndarray, grey: np.ndarray, warm: np.ndarray) -> bool:
         """The candidate is one that was watched and showed nothing, and it looks as it did then.
         `warm`: new, changing warm light (`WarmLight`, on the fine image) now; beside a large still
-        (``LARGE_STILL_SHARE``) any of it away from the still is news."""
+        (``LARGE_STILL_SHARE``) any of it, beside or on the still, is news."""
         pooled: np.ndarray | None = None  # `warm` on the thumbnail, made once and only if needed
         any_warm = bool(warm.any())
         for still in self._stills:
@@ -687,8 +701,8 @@ class FireDetector:
             if any_warm and large:
                 if pooled is None:
                     pooled = _pool(warm, (grey.shape[1], grey.shape[0]))
-                if np.count_nonzero(pooled & ~near) >= MIN_CANDIDATE_PIXELS:
-                    continue  # new warm light beside a large still
+                if np.count_nonzero(pooled) >= MIN_CANDIDATE_PIXELS:
+                    continue  # new warm light beside or on a large still
             if np.count_nonzero(candidate & ~near) > STILL_NEW_SHARE * np.count_nonzero(still.candidate):
                 continue  # fire-coloured light where there was none
             if float(cv2.absdiff(grey, still.grey)[near].mean()) < STILL_CHANGE:
@@ -764,6 +778,7 @@ class FireDetector:
         fine: np.ndarray,
         colour: np.ndarray,
         opener: np.ndarray,
+        warm: np.ndarray,
         fine_scale: float,
         pts: float,
         found: list[Detection],
@@ -784,9 +799,20 @@ class FireDetector:
         _, _, stats, _ = cv2.connectedComponentsWithStats(joined, ltype=ltype)
         # Grey is pointwise: crops of it are taken from the crops of `fine` they are needed for.
         grey = _LazyGrey(fine)
-        # Largest first; those too big for a zoom window are judged on the thumbnail. A busy scene
-        # holds hundreds of specks: what follows is done on arrays, not one speck at a time.
-        order = np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1
+        # New, changing warm light first, as specks of its own: a flame starting now on a textured
+        # still would otherwise join the still's cores into one component too big for a window.
+        # Then the rest, largest first; those too big for a zoom window are judged on the
+        # thumbnail. A busy scene holds hundreds of specks: what follows is done on arrays, not one
+        # speck at a time.
+        stats = stats[1:]
+        first = 0
+        if warm.any():
+            _, _, warm_stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(warm.view(np.uint8), _K_JOIN))
+            first = len(warm_stats) - 1
+            stats = np.concatenate([warm_stats[1:], stats])
+        key = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
+        key[:first] += int(fh * fw)
+        order = np.argsort(-key, kind="stable")
         order = order[np.maximum(stats[order, cv2.CC_STAT_WIDTH], stats[order, cv2.CC_STAT_HEIGHT])
                       <= ZOOM_MAX_SIDE * ratio]  # fmt: skip
         px = stats[order, cv2.CC_STAT_LEFT] + stats[order, cv2.CC_STAT_WIDTH] / 2
