@@ -807,7 +807,14 @@ class FireDetector:
         stats = stats[1:]
         first = 0
         if warm.any():
-            _, _, warm_stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(warm.view(np.uint8), _K_JOIN))
+            # Labelled inside the box that holds all of it (margin: the join), not over the whole image.
+            m = REGION_JOIN // 2 + 1
+            bx, by, bw, bh = cv2.boundingRect(warm.view(np.uint8))
+            x0, y0, x1, y1 = max(0, bx - m), max(0, by - m), min(fw, bx + bw + m), min(fh, by + bh + m)
+            spots = cv2.dilate(warm[y0:y1, x0:x1].view(np.uint8), _K_JOIN)
+            _, _, warm_stats, _ = cv2.connectedComponentsWithStats(spots)
+            warm_stats[:, 0] += x0
+            warm_stats[:, 1] += y0
             first = len(warm_stats) - 1
             stats = np.concatenate([warm_stats[1:], stats])
         key = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
