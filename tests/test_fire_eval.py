@@ -34,9 +34,9 @@ KNOWN_GAPS = {
     "orange_aisle": "the real orange swinging in front of the aisle (fire at 1.1 s)",
     "flame_far_road": "a distant flame on the road at 1280x720: provisional at 1.2 s, retracted",
     "flame_coffee": "a small flame on the warm coffee still: provisional at 0.8 s, confirmed at 3.1 s",
-    "flame_room": "dim grass-fire tongue on a fire-coloured wooden floor: provisional at 1.4 s, retracted",
+    "flame_room": "a grass-fire tongue on a fire-coloured wooden floor: provisional at 1.1 s",
+    "flame_fdv_road": "grass-fire tongues come and go on the road, few pixels stay fire-coloured: 5.6 s",
     "flame_car_market": "a flame of ~8 px of real flame beside the car in a busy market: never seen",
-    "flash_flame_room": "after the flash the small flame is seen at 1.2 s, and retracted",
     "smoke_column_market": "flames under the column in the market: never seen",
 }
 """Made scenes where the detector misses the issue's goal today, with what it does instead (README,
@@ -141,6 +141,41 @@ def test_onset_scene_is_deterministic_and_shows_flame_from_first_flame(kind: str
                 b, _g, r = (frame[..., c].astype(np.int16) for c in range(3))
                 flame = (diff > 30) & (r > 150) & (r - b > 60)
                 assert flame.sum() >= 4, f"{scene.name}: frame {i}: no flame pixels from the first flame on"
+
+
+HIDDEN_FLAMES = {
+    "flame_car_market": "the fdv flame beside the car shows under 4 bright pixels on 38 of its 60 frames "
+    "(gaps up to 1.9 s): scored as a fire, but mostly not there to see; a scene to remake",
+}
+"""Onset scenes whose flame is out of sight for longer than ``MAX_FLAME_GAP_S`` (strict expected failures)."""
+MAX_FLAME_GAP_S = 0.5
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(s.name, marks=[pytest.mark.xfail(reason=HIDDEN_FLAMES[s.name], strict=True)]
+                     if s.name in HIDDEN_FLAMES else [])
+        for s in sorted(SCENES.values(), key=lambda s: s.name)
+        if s.kind in ONSET_KINDS
+    ],
+)  # fmt: skip
+def test_onset_flame_stays_in_view_once_it_started(name: str) -> None:
+    """The ground truth says the flame burns from its first frame on: a pasted flame that goes out (a
+    fixed piece of a fire clip that the fire front has left) would score the detector on nothing.
+    Bright flame pixels (as above) must not be missing for longer than MAX_FLAME_GAP_S."""
+    scene = SCENES[name]
+    assert scene.first_flame is not None
+    gap = longest = 0
+    for i, (frame, quiet) in enumerate(zip(scene.frames(), scene.frames(fire=False), strict=True)):
+        if i < scene.first_flame:
+            continue
+        diff = np.abs(frame.astype(np.int16) - quiet.astype(np.int16)).max(axis=2)
+        b, r = frame[..., 0].astype(np.int16), frame[..., 2].astype(np.int16)
+        seen = np.count_nonzero((diff > 30) & (r > 150) & (r - b > 60)) >= 4
+        gap = 0 if seen else gap + 1
+        longest = max(longest, gap)
+    assert longest / scene.fps <= MAX_FLAME_GAP_S, f"{name}: no flame to see for {longest / scene.fps:.2f} s"
 
 
 @pytest.mark.parametrize("kind", LOOKALIKE_KINDS)

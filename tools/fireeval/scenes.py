@@ -205,16 +205,31 @@ def flame_alpha(crop: np.ndarray) -> np.ndarray:
 def _flames(
     data: Path, rel: str, rect: tuple[int, int, int, int], start: int, count: int, step: int
 ) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """(crop, alpha) of one flame region, frame by frame from a fire clip (real flicker)."""
+    """(crop, alpha) of one flame region, frame by frame from a fire clip (real flicker): `count` crops,
+    one every `step` frames from `start`, of those that show flame (``MIN_FLAME_PIXELS``).
+
+    A fire clip's flames move on: a fixed piece of the fdv grass-fire front holds no flame at all for
+    whole stretches (FDV_TONGUE is empty on most frames from 126 on), so the pasted flame went out
+    while the scene's ground truth said it burned. Crops without flame are skipped, and when
+    the clip ends first, the flame's crops are played back and forth."""
     x, y, w, h = rect
     out = []
-    for i, frame in enumerate(read_frames(_path(data, rel), start, start + count * step)):
-        if i % step == 0:
-            crop = frame[y : y + h, x : x + w].copy()
-            out.append((crop, flame_alpha(crop)))
-    return tuple(out)
+    for i, frame in enumerate(read_frames(_path(data, rel), start)):
+        if i % step:
+            continue
+        crop = frame[y : y + h, x : x + w].copy()
+        alpha = flame_alpha(crop)
+        if np.count_nonzero(alpha > 0.5) >= MIN_FLAME_PIXELS:
+            out.append((crop, alpha))
+            if len(out) == count:
+                break
+    if not out:
+        raise OSError(f"no flame in {rect} of {rel} from frame {start}")
+    return tuple(out[_pingpong(len(out), i)] for i in range(count))
 
 
+MIN_FLAME_PIXELS = 10
+"""Pixels of a flame crop (flame alpha over 0.5) that show flame; fewer: the flame has left the piece."""
 HOUSE6 = "fire/furg_house6.mp4"
 FDV = "fire/fdv_visual_fire.mp4"
 HOUSE6_WINDOW = (176, 86, 21, 24)
@@ -773,6 +788,10 @@ def scenes(data: Path = DATA) -> list[Scene]:
           "the warm-toned coffee still with sensor noise and a small house6 flame (12->28 px) after 2.5 s",
           first_s=2.5, backdrop=COFFEE, span=None, size=None, seed=65,
           flames=[{"clip": "house6", "rect": HOUSE6_WINDOW, "x": 150, "y": 330, "h0": 12, "h1": 28}]),
+        s("flame_fdv_road", "small_flame", "tune", 12.5, 9, _onset,
+          "fdv grass-fire tongue pasted small (40->70 px) on the empty road of the car clip after 2.5 s",
+          first_s=2.5, backdrop=CAR, span=(0, 50), size=None, seed=66,
+          flames=[{"clip": "fdv", "rect": FDV_TONGUE, "x": 250, "y": 300, "h0": 40, "h1": 70, "start": 90}]),
         # 7. a flame under a vehicle
         s("flame_car_road", "flame_under_vehicle", "tune", 12.5, 9, _onset,
           "house6 ground-floor flame under the front of a parked dark car on the road (its top hidden)",
