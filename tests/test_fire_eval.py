@@ -122,6 +122,11 @@ def _digest(frame: np.ndarray) -> str:
     return hashlib.sha1(frame.tobytes()).hexdigest()
 
 
+def _change(frame: np.ndarray, quiet: np.ndarray) -> np.ndarray:
+    """Per pixel, the largest channel difference between a scene's frame and the same frame without fire."""
+    return np.abs(frame.astype(np.int16) - quiet.astype(np.int16)).max(axis=2)
+
+
 @pytest.mark.parametrize("kind", ONSET_KINDS)
 def test_onset_scene_is_deterministic_and_shows_flame_from_first_flame(kind: str) -> None:
     for scene in variants(kind):
@@ -133,8 +138,7 @@ def test_onset_scene_is_deterministic_and_shows_flame_from_first_flame(kind: str
             if i > first + 3:
                 break
             assert _digest(frame) == _digest(next(again)), f"{scene.name}: frame {i} differs between runs"
-            quiet = next(plain)
-            diff = np.abs(frame.astype(np.int16) - quiet.astype(np.int16)).max(axis=2)
+            diff = _change(frame, next(plain))
             if i < first:
                 assert not diff.any(), f"{scene.name}: frame {i} changed before the first flame {first}"
             else:
@@ -144,11 +148,15 @@ def test_onset_scene_is_deterministic_and_shows_flame_from_first_flame(kind: str
 
 
 HIDDEN_FLAMES = {
-    "flame_car_market": "the fdv flame beside the car shows under 4 bright pixels on 38 of its 60 frames "
-    "(gaps up to 1.9 s): scored as a fire, but mostly not there to see; a scene to remake",
+    "flame_car_market": "the car pasted over the fdv flame hides it on 18 of its 60 frames (up to 0.8 s), "
+    "and it shows under 4 bright pixels on 38: scored as a fire, but mostly not there to see",
 }
-"""Onset scenes whose flame is out of sight for longer than ``MAX_FLAME_GAP_S`` (strict expected failures)."""
-MAX_FLAME_GAP_S = 0.5
+"""Onset scenes whose flame is out of the picture for longer than ``MAX_FLAME_GAP_S`` (strict expected
+failures)."""
+MAX_FLAME_GAP_S = 0.1
+"""One frame: a car may hide a flame under it for a frame as it is pasted over it, nothing longer. The
+made flames of the release before 2026-12-03 went out for up to 0.4 s (the fire front had left the
+piece of the fire clip they were cut from)."""
 
 
 @pytest.mark.parametrize(
@@ -162,20 +170,18 @@ MAX_FLAME_GAP_S = 0.5
 )  # fmt: skip
 def test_onset_flame_stays_in_view_once_it_started(name: str) -> None:
     """The ground truth says the flame burns from its first frame on: a pasted flame that goes out (a
-    fixed piece of a fire clip that the fire front has left) would score the detector on nothing.
-    Bright flame pixels (as above) must not be missing for longer than MAX_FLAME_GAP_S."""
+    fixed piece of a fire clip that the fire front has left) would score the detector on nothing. The
+    flame must change the picture (4 pixels) on every frame but gaps of MAX_FLAME_GAP_S."""
     scene = SCENES[name]
     assert scene.first_flame is not None
     gap = longest = 0
     for i, (frame, quiet) in enumerate(zip(scene.frames(), scene.frames(fire=False), strict=True)):
         if i < scene.first_flame:
             continue
-        diff = np.abs(frame.astype(np.int16) - quiet.astype(np.int16)).max(axis=2)
-        b, r = frame[..., 0].astype(np.int16), frame[..., 2].astype(np.int16)
-        seen = np.count_nonzero((diff > 30) & (r > 150) & (r - b > 60)) >= 4
+        seen = np.count_nonzero(_change(frame, quiet) > 30) >= 4
         gap = 0 if seen else gap + 1
         longest = max(longest, gap)
-    assert longest / scene.fps <= MAX_FLAME_GAP_S, f"{name}: no flame to see for {longest / scene.fps:.2f} s"
+    assert longest / scene.fps <= MAX_FLAME_GAP_S, f"{name}: no flame in the picture for {longest} frames"
 
 
 @pytest.mark.parametrize("kind", LOOKALIKE_KINDS)

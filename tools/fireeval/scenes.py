@@ -201,6 +201,10 @@ def flame_alpha(crop: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(a, (3, 3), 0)
 
 
+MIN_FLAME_PIXELS = 10
+"""Pixels of a flame crop (flame alpha over 0.5) that show flame; fewer: the flame has left the piece."""
+
+
 @functools.lru_cache(maxsize=8)
 def _flames(
     data: Path, rel: str, rect: tuple[int, int, int, int], start: int, count: int, step: int
@@ -209,7 +213,7 @@ def _flames(
     one every `step` frames from `start`, of those that show flame (``MIN_FLAME_PIXELS``).
 
     A fire clip's flames move on: a fixed piece of the fdv grass-fire front holds no flame at all for
-    whole stretches (FDV_TONGUE is empty on most frames from 126 on), so the pasted flame went out
+    whole stretches (FDV_TONGUE holds none on most of frames 126-180), so the pasted flame went out
     while the scene's ground truth said it burned. Crops without flame are skipped, and when
     the clip ends first, the flame's crops are played back and forth."""
     x, y, w, h = rect
@@ -228,8 +232,6 @@ def _flames(
     return tuple(out[_pingpong(len(out), i)] for i in range(count))
 
 
-MIN_FLAME_PIXELS = 10
-"""Pixels of a flame crop (flame alpha over 0.5) that show flame; fewer: the flame has left the piece."""
 HOUSE6 = "fire/furg_house6.mp4"
 FDV = "fire/fdv_visual_fire.mp4"
 HOUSE6_WINDOW = (176, 86, 21, 24)
