@@ -54,7 +54,7 @@ import numpy as np
 
 from edge.config.models import FireConfig
 from edge.gate import WarmLight, relit
-from edge.reflex.motion import Warper, outside, smeared
+from edge.reflex.motion import Warper, median_u8, outside, smeared, unchanged
 from edge.types import Box, Detection
 
 WORK_WIDTH = 256
@@ -401,12 +401,15 @@ class _Analysis:
         non-rigid motion: people, cars, a drone's drift) and no motion at all (sub-pixel drift, and
         smooth or saturated areas such as a sunset sky, where flow is unreliable).
         """
+        if unchanged(grey, ref, MIN_CHANGE):
+            zero = np.zeros_like(grey)
+            return zero, zero, zero
         warped = self._warper.warp(grey, ref)
         # Auto-exposure or a flickering light scales the whole picture. Undoing the gain fails where
         # channels clip, i.e. on bright orange, so such a frame is judged flicker-free instead.
         if relit(grey, warped, step=2):
             return np.zeros_like(grey), np.zeros_like(grey), np.zeros_like(grey)
-        noise = float(np.median(cv2.absdiff(grey, warped)[::2, ::2]))
+        noise = median_u8(cv2.absdiff(grey, warped)[::2, ::2])
         threshold = max(MIN_CHANGE, NOISE_FACTOR * noise)
         unexplained = (outside(grey, warped, threshold) & outside(grey, ref, threshold)).astype(np.uint8)
         # Content entering at the frame edge (camera pan) is new, not flicker.
@@ -964,6 +967,11 @@ def _pool(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A fine bool mask shrunk to `size` (w, h): True where any fine pixel of the block is."""
     if mask.shape[1] == size[0] and mask.shape[0] == size[1]:
         return mask
+    f = mask.shape[1] // size[0]
+    if mask.shape[1] == f * size[0] and mask.shape[0] == f * size[1]:
+        # Whole blocks: the maximum over each is a dilation sampled once per block (3x faster).
+        a = f // 2
+        return cv2.dilate(mask.view(np.uint8), np.ones((f, f), np.uint8))[a::f, a::f] > 0
     return cv2.resize(mask.astype(np.uint8) * 255, size, interpolation=cv2.INTER_AREA) > 0
 
 

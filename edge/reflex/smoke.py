@@ -51,7 +51,7 @@ import numpy as np
 
 from edge.config.models import SmokeConfig
 from edge.gate import relit
-from edge.reflex.motion import Warper, outside, smeared
+from edge.reflex.motion import Warper, median_u8, outside, smeared, unchanged
 from edge.types import Detection
 
 WORK_WIDTH = 256
@@ -358,10 +358,12 @@ class SmokeDetector:
         """0/1 map of brightness change that motion (with 1 px of slack) does not explain, and a
         bool map of any change beyond 1 px of slack; or None when the overall exposure changed
         (nothing can be judged then)."""
-        warped = self._warper.warp(grey, ref)
         if relit(grey, ref, step=2):
             return None
-        noise = float(np.median(cv2.absdiff(grey, warped)[::2, ::2]))
+        if unchanged(grey, ref, MIN_CHANGE):
+            return np.zeros_like(grey), np.zeros(grey.shape, bool)
+        warped = self._warper.warp(grey, ref)
+        noise = median_u8(cv2.absdiff(grey, warped)[::2, ::2])
         threshold = max(MIN_CHANGE, NOISE_FACTOR * noise)
         changed = outside(grey, ref, threshold)
         unexplained = (changed & outside(grey, warped, threshold)).astype(np.uint8)
