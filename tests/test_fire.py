@@ -7,6 +7,7 @@ reason when that folder is missing. Every clip is decoded once and fed to one de
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -372,3 +373,30 @@ def test_a_small_new_flame_beside_a_dismissed_sunset_starts_a_watch() -> None:
     paste(burning, crop, alpha, w * 0.64, h * 0.85, h * 0.05)
     det.detect(burning, refresh + 2.0)
     assert det.watching(refresh + 2.0), "new warm light away from the dismissed sky is news"
+
+
+def _brightness_windows(means: list[float], fps: float, seconds: float = fire.VERIFY_SERIES_S) -> list:
+    """Every `seconds`-long run of a region's mean brightness, as the verification look keeps it."""
+    n = round(seconds * fps)
+    return [deque((k / fps, means[k]) for k in range(s, s + n)) for s in range(len(means) - n)]
+
+
+def test_a_strobe_repeats_itself_and_a_real_flame_hardly_ever_does() -> None:
+    """The verification look's periodicity test: a red emergency strobe (double flash at 1.5 Hz) is
+    periodic on most of its 2 s windows; the real house6 window flame, at 10 calls a second, on under
+    5% of them (before the lags were limited to a third of the series, 6%, and a small pasted flame's
+    confirmation waited for up to 0.8 s on it)."""
+    from tools.fireeval.scenes import HOUSE6, HOUSE6_WINDOW, _path, read_frames, scenes
+
+    x, y, w, h = HOUSE6_WINDOW
+    frames = list(read_frames(_path(DATA, HOUSE6), 0))[::3]
+    flame = [float(f[y - 12 : y + h + 12, x - 14 : x + w + 14].mean()) for f in frames]
+    flame_windows = _brightness_windows(flame, 29.97 / 3)
+    flame_share = sum(map(fire._periodic, flame_windows)) / len(flame_windows)
+    assert flame_share < 0.05, f"a real flame judged periodic on {flame_share:.0%} of its windows"
+
+    lights = next(s for s in scenes(DATA) if s.name == "lights_car_night")
+    strobe = [float(f[126:174, 496:544].mean()) for f in lights.frames()]
+    strobe_windows = _brightness_windows(strobe, lights.fps)
+    strobe_share = sum(map(fire._periodic, strobe_windows)) / len(strobe_windows)
+    assert strobe_share > 0.4, f"a strobe judged periodic on only {strobe_share:.0%} of its windows"

@@ -33,11 +33,13 @@ KNOWN_GAPS = {
     "balloons_market": "a fast-swinging shaded balloon: flow cannot follow its smooth face (fire at 0.9 s)",
     "orange_aisle": "the real orange swinging in front of the aisle (fire at 1.1 s)",
     "flame_far_road": "a distant flame on the road at 1280x720: provisional at 1.2 s, retracted",
-    "flame_coffee": "a small flame on the warm coffee still: provisional at 0.8 s, confirmed at 3.1 s",
     "flame_room": "a grass-fire tongue on a fire-coloured wooden floor: provisional at 1.1 s",
     "flame_fdv_road": "grass-fire tongues come and go on the road, few pixels stay fire-coloured: 5.6 s",
     "flame_car_market": "a flame of ~8 px of real flame beside the car in a busy market: never seen",
     "smoke_column_market": "flames under the column in the market: never seen",
+    "flame_beside_man": "a small flame on the floor beside a man standing still: provisional at 1.4 s "
+    "(the thumbnail sees it change in place only after 0.5 s)",
+    "flame_beside_walkers": "a small flame on the floor while people walk past: provisional at 1.2 s",
 }
 """Made scenes where the detector misses the issue's goal today, with what it does instead (README,
 "Fire evaluation"). They are strict expected failures (the scenes and the red loop are deterministic):

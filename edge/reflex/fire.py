@@ -23,7 +23,9 @@ so a pixel only counts as flame when four things hold at once:
 Small candidates get a closer look (`FireDetector._zoom_in`): zoom windows on the fine image, where no
 core is asked for; each reported region gets a longer full-resolution look that decides
 `extra["verified"]` (`FireDetector._verify`); smoke regions (edge.reflex.smoke) open zoom windows at
-their base. A candidate that was watched and showed nothing starts no new watch while it looks the same.
+their base. A candidate that was watched and showed nothing starts no new watch while it looks the same,
+unless the thumbnail sees it change in a way motion does not explain (``CHANGING_EVENTS``): that is
+news anywhere, and gets a zoom window first.
 
 All timing uses ``pts`` (stream seconds), so the detector behaves the same whether it is called on
 every frame, every 2nd or every 3rd frame (or irregularly, as a loaded red loop drops frames). One
@@ -185,6 +187,16 @@ ZOOM_MIN_SIDE = 48
 so the window holds enough background to measure noise and exposure against."""
 ZOOMS_MAX = 4
 """Zoom windows at most per camera (cost stays bounded whatever the scene)."""
+CHANGING_EVENTS = 1
+CHANGING_REACH = 5
+"""A candidate is *changing* where, within ``CHANGING_REACH`` (thumbnail pixels), the thumbnail's own
+analysis saw brightness change that motion does not explain on at least ``CHANGING_EVENTS`` of the
+comparisons in its window. The thumbnail is too coarse to judge a small flame's flicker, but it sees
+that something changes in place there, and nothing else in a room where people walk and stand does
+(optical flow explains them). A changing candidate starts a watch even beside a dismissed still, is
+first for a zoom window, and takes over a window in which nothing changes (see `FireDetector._zoom_in`):
+a flame starting beside a person standing against a white wall (hair, skin and the floor line are
+candidates too) waited a whole watch for a window, and was then taken for part of the still."""
 ZOOM_KEEP_S = 1.0
 """A zoom window whose candidate has not been seen for this long and holds no evidence is dropped."""
 ZOOM_MAX_PAN = 0.5
@@ -224,6 +236,11 @@ PERIODIC_CORRELATION = 0.6
 """Brightness is periodic when its normalised autocorrelation reaches this at some lag of at least
 ``PERIODIC_MIN_LAG_S`` (resampled every ``PERIODIC_STEP_S``): strobes, beacons and swinging things
 reach 0.8-1, flame flicker stays well below."""
+PERIODIC_REPEATS = 3
+"""Lags tried are at most the series' length over this: a period is only believed once it repeated
+within the series. At longer lags few samples overlap, and a small flame's flicker matched itself
+by chance (with half the series: a pasted house6 flame's look on 8 of its 37 calls, the real house6
+window flame on 6% of its 2 s windows; now 1 call and 3%, a red strobe still on 55%)."""
 
 SMOKE_BASE_SHARE = 0.3
 """Share of a smoke region's height, at its bottom and below it, searched for the flames it rises from."""
@@ -233,6 +250,7 @@ DETECTOR_NAME = "fire"
 
 _K_CORE = np.ones((CORE_REACH, CORE_REACH), np.uint8)
 _K_SPREAD = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (FLAG_SPREAD, FLAG_SPREAD))
+_K_CHANGING = np.ones((CHANGING_REACH, CHANGING_REACH), np.uint8)
 _K_JOIN = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (REGION_JOIN, REGION_JOIN))
 
 
@@ -317,6 +335,14 @@ class _Analysis:
     @property
     def peak_evidence(self) -> float:
         return 0.0 if self._evidence is None else float(self._evidence.max())
+
+    def changing(self) -> np.ndarray | None:
+        """bool map: unexplained change on ``CHANGING_EVENTS`` or more comparisons of the window,
+        spread by ``CHANGING_REACH``; None before any comparison."""
+        if self._n_unexplained is None or not self._window:
+            return None
+        hot = (self._n_unexplained >= CHANGING_EVENTS).view(np.uint8)
+        return cv2.dilate(hot, _K_CHANGING) > 0 if hot.any() else hot.view(bool)
 
     def forget(self, pts: float) -> None:
         """Learn nothing from this moment and forget the frames before it; the evidence stays as it was
@@ -621,7 +647,7 @@ class FireDetector:
             _open_at_smoke(opener, fine_masks[0], hints, fine_scale)
         candidate = masks[1] | _pool(opener, (w, h))
         grey_now = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-        self._watch_decision(pts, candidate, grey_now, warm)
+        self._watch_decision(pts, candidate, grey_now, warm, self._main.changing())
 
         step = self._main.step(small, pts, masks)
         if step.smeared:
@@ -635,8 +661,9 @@ class FireDetector:
             self._zooms.clear()
         elif zooming:
             area = float(h * w) * scale**2
+            changing = self._main.changing()
             zoomed = self._zoom_in(
-                fine, fine_masks[0], opener, warm, fine_scale, pts, found, area, scale / fine_scale
+                fine, fine_masks[0], opener, warm, fine_scale, pts, found, area, scale / fine_scale, changing
             )
             found.extend(zoomed)
         self._verify(image, pts, found)
@@ -656,12 +683,29 @@ class FireDetector:
         self._last_result = []
         return []
 
-    def _watch_decision(self, pts: float, candidate: np.ndarray, grey: np.ndarray, warm: np.ndarray) -> None:
+    def _watch_decision(
+        self,
+        pts: float,
+        candidate: np.ndarray,
+        grey: np.ndarray,
+        warm: np.ndarray,
+        changing: np.ndarray | None,
+    ) -> None:
         """Start, keep or end the watch (see ``WATCH_S``). A candidate that was watched and showed
         nothing, and still looks exactly as it did then, is a still object: it starts no new watch,
-        so a lamp or a yellow sign in a still scene costs one watch, not one every gate refresh."""
+        so a lamp or a yellow sign in a still scene costs one watch, not one every gate refresh.
+        A changing candidate (``CHANGING_EVENTS``; `changing` as of the last call) is news beside any
+        still, and keeps the watch going."""
         peak = self.peak_evidence
-        if self._watch_since is not None and pts - self._watch_since > WATCH_S and peak < WATCH_KEEP_EVIDENCE:
+        in_change = (
+            changing is not None and changing.shape == candidate.shape and bool((candidate & changing).any())
+        )
+        if (
+            self._watch_since is not None
+            and pts - self._watch_since > WATCH_S
+            and peak < WATCH_KEEP_EVIDENCE
+            and not in_change
+        ):
             # The watch ended with nothing: remember the candidate as it looked in its last watched
             # frame (this frame may be a later gate wake-up that already shows something new).
             self._watch_since = None
@@ -672,7 +716,7 @@ class FireDetector:
             if peak < WATCH_KEEP_EVIDENCE:
                 self._watch_since = None
             return
-        if self._watch_since is None and not self._unchanged_still(candidate, grey, warm):
+        if self._watch_since is None and (in_change or not self._unchanged_still(candidate, grey, warm)):
             self._watch_since = pts
             self._stills.clear()  # something new: what was dismissed may not look the same again
         if self._watch_since is not None:
@@ -786,6 +830,7 @@ class FireDetector:
         found: list[Detection],
         frame_area: float,
         ratio: float,
+        changing: np.ndarray | None,
     ) -> list[Detection]:
         """Small candidates, looked at on the fine image (see ``ZOOM_WIDTH``).
 
@@ -805,20 +850,23 @@ class FireDetector:
         warm_stats = _specks(warm)
         first = len(warm_stats)
         stats = np.concatenate([warm_stats, _specks(opener)])
+        cx = stats[:, cv2.CC_STAT_LEFT] + stats[:, cv2.CC_STAT_WIDTH] / 2
+        cy = stats[:, cv2.CC_STAT_TOP] + stats[:, cv2.CC_STAT_HEIGHT] / 2
+        in_change = _at(changing, cx / ratio, cy / ratio)
         key = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
         key[:first] += int(fh * fw)
+        key[in_change] += 2 * int(fh * fw)
         order = np.argsort(-key, kind="stable")
         order = order[np.maximum(stats[order, cv2.CC_STAT_WIDTH], stats[order, cv2.CC_STAT_HEIGHT])
                       <= ZOOM_MAX_SIDE * ratio]  # fmt: skip
-        px = stats[order, cv2.CC_STAT_LEFT] + stats[order, cv2.CC_STAT_WIDTH] / 2
-        py = stats[order, cv2.CC_STAT_TOP] + stats[order, cv2.CC_STAT_HEIGHT] / 2
+        px, py, in_change = cx[order], cy[order], in_change[order]
         free = np.ones(order.size, bool)
         for zoom in self._zooms:  # a candidate in a window keeps the first window it lies in
             inside = free & _inside_all(px, py, zoom.box)
             if inside.any():
                 zoom.seen = pts
                 free &= ~inside
-        if len(self._zooms) < ZOOMS_MAX and free.any() and self._dismissed:
+        if (len(self._zooms) < ZOOMS_MAX or (free & in_change).any()) and free.any() and self._dismissed:
             for dismissed in self._dismissed:  # a dismissed place that looks the same opens nothing
                 inside = free & _inside_all(px, py, dismissed.box)
                 if inside.any() and _same_look(grey, dismissed):
@@ -828,11 +876,12 @@ class FireDetector:
         if before is not None and (before[1].shape != fine.shape or not 0 < pts - before[0] <= MAX_LAG_S):
             before = None
         for i in np.flatnonzero(free):
-            if len(self._zooms) >= ZOOMS_MAX:
-                break
-            bw, bh = (int(v) for v in stats[order[i], 2:4])
             if any(_inside(float(px[i]), float(py[i]), z.box) for z in opened):
                 continue
+            full = len(self._zooms) >= ZOOMS_MAX
+            if full and not (in_change[i] and self._take_over(grey, changing, ratio)):
+                break
+            bw, bh = (int(v) for v in stats[order[i], 2:4])
             side = min(max(ZOOM_MIN_SIDE, ZOOM_CONTEXT * max(bw, bh)), fw, fh)
             x0 = int(min(max(0, px[i] - side / 2), fw - side))
             y0 = int(min(max(0, py[i] - side / 2), fh - side))
@@ -864,6 +913,34 @@ class FireDetector:
                     out.append(d)
         self._zooms = keep
         return out
+
+    def _take_over(self, grey: _LazyGrey, changing: np.ndarray | None, ratio: float) -> bool:
+        """Free a window for a changing candidate (see ``CHANGING_EVENTS``): the oldest one that never
+        showed evidence and in which nothing changes now is dismissed with its look, as at the end of
+        its trial. False when there is none."""
+        if changing is None:
+            return False
+        victims = [z for z in self._zooms if not z.proved and not _any_in(changing, z.box, ratio)]
+        if not victims:
+            return False
+        victim = min(victims, key=lambda z: z.since)
+        self._dismissed.append(_Dismissed(victim.box, grey.crop(victim.box)))
+        self._zooms.remove(victim)
+        return True
+
+
+def _any_in(mask: np.ndarray, box: tuple[int, int, int, int], ratio: float) -> bool:
+    """Any of `mask` (bool, at 1/`ratio` of the box's scale) inside `box` (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = box
+    return bool(mask[int(y0 / ratio) : math.ceil(y1 / ratio), int(x0 / ratio) : math.ceil(x1 / ratio)].any())
+
+
+def _at(mask: np.ndarray | None, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """`mask` (bool) at the points (x, y) of its own scale; all False without a mask."""
+    if mask is None or x.size == 0:
+        return np.zeros(x.shape, bool)
+    h, w = mask.shape
+    return mask[np.clip(y.astype(np.int64), 0, h - 1), np.clip(x.astype(np.int64), 0, w - 1)]
 
 
 def _window_masks(crop: np.ndarray, colour: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -908,7 +985,7 @@ def _periodic(series: deque[tuple[float, float]]) -> bool:
     energy = float(np.dot(x, x))
     if energy <= 1e-6 * len(x):
         return False  # no change at all: nothing that repeats
-    lags = range(max(1, round(PERIODIC_MIN_LAG_S / PERIODIC_STEP_S)), len(x) // 2)
+    lags = range(max(1, round(PERIODIC_MIN_LAG_S / PERIODIC_STEP_S)), len(x) // PERIODIC_REPEATS + 1)
     best = max((float(np.dot(x[:-k], x[k:])) / energy * len(x) / (len(x) - k) for k in lags), default=0.0)
     return best >= PERIODIC_CORRELATION
 

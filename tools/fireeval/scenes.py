@@ -794,6 +794,23 @@ def scenes(data: Path = DATA) -> list[Scene]:
           "fdv grass-fire tongue pasted small (40->70 px) on the empty road of the car clip after 2.5 s",
           first_s=2.5, backdrop=CAR, span=(0, 50), size=None, seed=66,
           flames=[{"clip": "fdv", "rect": FDV_TONGUE, "x": 250, "y": 300, "h0": 40, "h1": 70, "start": 90}]),
+        s("flame_beside_person", "small_flame", "tune", 10, 9, _onset,
+          "house6 flame pasted small (18->40 px) on the floor beside the woman standing at the table "
+          "(one-by-one frames 540-640, ping-pong) after 3 s",
+          first_s=3.0, backdrop=ONE_BY_ONE, span=(540, 640), size=None, seed=67,
+          flames=[{"clip": "house6", "rect": HOUSE6_WINDOW, "x": 625, "y": 395, "h0": 18, "h1": 40}]),
+        s("flame_beside_man", "small_flame", "tune", 10, 9, _onset,
+          "house6 flame pasted small (20->45 px) on the floor left of the man standing at the table "
+          "(one-by-one frames 255-335, ping-pong) after 2.5 s",
+          first_s=2.5, backdrop=ONE_BY_ONE, span=(255, 335), size=None, seed=68,
+          flames=[{"clip": "house6", "rect": HOUSE6_WINDOW, "x": 320, "y": 345, "h0": 20, "h1": 45,
+                   "start": 130}]),
+        s("flame_beside_walkers", "small_flame", "check", 10, 9, _onset,
+          "house6 flame pasted small (20->42 px) on the floor right of the table while the woman leaves "
+          "and the man walks in (one-by-one frames 176-256, ping-pong) after 3 s",
+          first_s=3.0, backdrop=ONE_BY_ONE, span=(176, 256), size=None, seed=69,
+          flames=[{"clip": "house6", "rect": HOUSE6_WINDOW, "x": 660, "y": 360, "h0": 20, "h1": 42,
+                   "start": 160}]),
         # 7. a flame under a vehicle
         s("flame_car_road", "flame_under_vehicle", "tune", 12.5, 9, _onset,
           "house6 ground-floor flame under the front of a parked dark car on the road (its top hidden)",
