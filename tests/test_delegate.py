@@ -451,7 +451,9 @@ def test_many_jobs_in_flight_while_alerts_keep_flowing_ahead_of_them(
         stop.set()
         red.join()
     submit_ms = sorted(took * 1000 for _, _, took in jobs)
-    assert statistics.median(submit_ms) < 5 and submit_ms[-1] < 50, submit_ms
+    # Submitting never waits for the reasoner (0.5 s a job): a few ms on a fast box, ~12 ms median on
+    # a slow shared 2-core one with the alert thread writing beside it.
+    assert statistics.median(submit_ms) < 50 and submit_ms[-1] < 250, submit_ms
     for ask_id, job_id, _ in jobs:
         (final,) = finals_of(watcher, ask_id)
         assert (final["kind"], final["job_id"]) == ("result", job_id)

@@ -123,7 +123,9 @@ def test_quick_questions_and_fire_alerts_go_on_while_a_slow_job_runs(dual) -> No
                 )
             time.sleep(0.3)
         assert not any(a["kind"] == "result" for a in _answers(sub, "rep-1")), "the job was not slow"
-        assert statistics.median(latencies) < 0.1, latencies  # ask -> answer over the broker, in ms
+        # ask -> answer over the broker while the 5 s job runs: tens of ms on a fast box, up to ~0.2 s
+        # on a slow 2-core one whose red loop watches a burning clip on every frame; never the job's time.
+        assert statistics.median(latencies) < 0.75, latencies
         assert wait_until(lambda: any(a["kind"] == "result" for a in _answers(sub, "rep-1")), 30), (
             worker.log.read_text()
         )
