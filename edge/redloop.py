@@ -305,7 +305,7 @@ class RedLoop:
     def _process(self, frame: Frame, requested: bool) -> list[Transition]:
         self._key = threading.get_ident()  # whose looks wait in the shared models' lines (nudge)
         self.frames += 1
-        self.last_frame = frame
+        previous, self.last_frame = self.last_frame, frame
         if frame.decode_ms:
             self.times.add("decode", frame.decode_ms)
         if self.keyframes is not None:
@@ -347,7 +347,12 @@ class RedLoop:
         if objects or pixels:
             self.inferred += 1
             self.last_look = time.monotonic()
-        detections, looked = self._detect(frame, objects=objects, pixels=pixels, asked=bool(asked))
+        # New warm light woke the gate: the frame before it, which the gate let go, is where the
+        # fire detector's first comparison starts (what appeared is change in place, edge.reflex.fire).
+        before = previous if decision.warm and _just_before(previous, frame) else None
+        detections, looked = self._detect(
+            frame, objects=objects, pixels=pixels, asked=bool(asked), before=before
+        )
         t2 = time.perf_counter()
         height, width = frame.image.shape[:2]
         seen = self.tracker.update(detections, frame.pts)
@@ -364,14 +369,16 @@ class RedLoop:
         return transitions
 
     def _detect(
-        self, frame: Frame, *, objects: bool, pixels: bool = True, asked: bool
+        self, frame: Frame, *, objects: bool, pixels: bool = True, asked: bool, before: Frame | None = None
     ) -> tuple[list[Detection], bool]:
         """Objects of every label (the live view shows them all), and fire; returns what the tracker
         follows (watched object labels and fire), and whether the object detector's look counts (False
         when it was deferred for a newer frame). A camera whose rules watch no objects runs the object
         detector only when someone asks for a look. `objects`: the object detector and the extra
         models look (the gate woke, within the look-rate cap); `pixels`: the pixel detectors run (the
-        gate woke, within their idle rate, or they watch), while the shared model runs."""
+        gate woke, within their idle rate, or they watch), while the shared model runs. `before`: the
+        frame just before this one, which the gate let go, for the fire detector after new warm light
+        woke the gate (`FireDetector.detect`)."""
         wants = objects and self.detector is not None and (self.object_labels or asked)
         look = _submit(self.detector, frame.image, None) if wants else None
         # Extra models (config extra_models): on woken frames, for the labels rules here take from them.
@@ -391,7 +398,10 @@ class RedLoop:
         if self.fire is not None and pixels:
             t = time.perf_counter()
             hints = [d.box for d in smoke]
-            pixel.extend(self.fire.detect(frame.image, frame.pts, damaged=frame.damaged, hints=hints))
+            earlier = (before.image, before.pts) if before is not None else None
+            pixel.extend(
+                self.fire.detect(frame.image, frame.pts, damaged=frame.damaged, hints=hints, before=earlier)
+            )
             self.times.add("fire", (time.perf_counter() - t) * 1000)
         detections: list[Detection] = []
         looked = objects
@@ -588,3 +598,14 @@ class RedLoop:
             "stage_ms": self.times.summary(),
             "alert_latency_ms": {"p50": round(lat.percentile(50), 3), "p99": round(lat.percentile(99), 3)},
         }
+
+
+def _just_before(previous: Frame | None, frame: Frame) -> bool:
+    """`previous` is the sound frame right before `frame` in the same stream."""
+    return (
+        previous is not None
+        and not previous.damaged
+        and previous.index == frame.index - 1
+        and frame.pts > previous.pts
+        and previous.image.shape == frame.image.shape
+    )

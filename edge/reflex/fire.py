@@ -603,9 +603,19 @@ class FireDetector:
         return pts - self._watch_since <= WATCH_S or self.peak_evidence >= WATCH_KEEP_EVIDENCE
 
     def detect(
-        self, image: np.ndarray, pts: float, damaged: bool = False, hints: Sequence[Box] = ()
+        self,
+        image: np.ndarray,
+        pts: float,
+        damaged: bool = False,
+        hints: Sequence[Box] = (),
+        before: tuple[np.ndarray, float] | None = None,
     ) -> list[Detection]:
         """Return flame regions in ``image`` (BGR uint8) at stream time ``pts`` (seconds).
+
+        ``before``: (image, pts) of the frame just before this one when the caller has it and did not
+        call with it (the silence gate let it go). After a gap the thumbnail's analysis starts from
+        it, so its first comparison is made now: a flame that appeared since is change in place at
+        once (``CHANGING_EVENTS``), before its flicker shows on the thumbnail.
 
         ``hints``: smoke regions (frame pixels) the smoke detector sees now. Flames at their base are
         looked for with zoom windows even before they show a core (see `_open_at_smoke`).
@@ -618,6 +628,21 @@ class FireDetector:
             raise ValueError(f"expected a BGR uint8 HxWx3 image, got {image.dtype} {image.shape}")
         if not self._cfg.enabled:
             return []
+        if (
+            before is not None
+            and not damaged
+            and before[0].shape == image.shape
+            and 0 < pts - before[1] <= MAX_LAG_S
+            and (self._last_pts is None or before[1] - self._last_pts > MAX_GAP_S)
+        ):
+            # Only the thumbnail's analysis starts from it: it is what sees change in place.
+            earlier = _shrink(before[0])
+            if min(earlier.shape[:2]) >= MIN_WORK_SIDE:
+                self._main.step(earlier, before[1])
+        return self._look(image, pts, damaged, hints)
+
+    def _look(self, image: np.ndarray, pts: float, damaged: bool, hints: Sequence[Box]) -> list[Detection]:
+        """`detect` on one frame, its input checked."""
         if self._last_pts is not None and pts == self._last_pts:
             return list(self._last_result)  # the same moment again: nothing new to learn
         if self._last_pts is not None and pts < self._last_pts:
