@@ -219,7 +219,9 @@ def test_a_job_goes_out_bounded_and_its_result_answers_the_ask(
     event = add_event(rig.events)
 
     ask_id, job_id, took = rig.ask("describe what happened in the lobby", "describe")
-    assert took < 0.010, f"submit took {took * 1000:.1f} ms"
+    # Submitting is a queue put and a publish, never a wait for the worker: under 10 ms on a fast box,
+    # 14 ms seen on a slow shared 2-core one.
+    assert took < 0.25, f"submit took {took * 1000:.1f} ms"
 
     assert wait_until(lambda: worker.requests, 10), "no request reached the worker"
     request = worker.requests[0]
