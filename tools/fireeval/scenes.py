@@ -818,10 +818,11 @@ def scenes(data: Path = DATA) -> list[Scene]:
           flames=[{"clip": "house6", "rect": HOUSE6_WINDOW, "x": 420, "y": 272, "h0": 33, "h1": 60}],
           car={"x": 420, "y": 250, "height": 210}),
         s("flame_car_market", "flame_under_vehicle", "check", 10, 9, _onset,
-          "fdv flame beside a dark car (rotated) parked across the street market still, with noise",
+          "fdv flame at the rear corner of a dark car (rotated) parked across the street market still, "
+          "with noise: below the car and beside its end, the corner hiding its top once it grows",
           first_s=3.0, backdrop=MARKET, span=None, size=(1280, 720), seed=72,
-          flames=[{"clip": "fdv", "rect": FDV_TONGUE_2, "x": 700, "y": 668, "h0": 36, "h1": 75}],
-          car={"x": 640, "y": 660, "height": 150, "rotate": True}),
+          flames=[{"clip": "fdv", "rect": FDV_TONGUE_2, "x": 760, "y": 690, "h0": 36, "h1": 75}],
+          car={"x": 640, "y": 640, "height": 150, "rotate": True}),
         # 8. a flash, then a flame
         s("flash_flame_road", "flash_then_flame", "tune", 12.5, 9, _onset,
           "a 3-frame explosion bloom at 2.5 s on the empty road, then a small house6 flame",
