@@ -20,7 +20,7 @@ import pytest
 from tools.fireeval import DATA, REPO
 from tools.fireeval.clips import load_clips
 from tools.fireeval.run import CONFIRMED_S, PROVISIONAL_S, STILL_RUN_MAX, ClipResult, run_item, summary
-from tools.fireeval.scenes import LOOKALIKE_KINDS, ONSET_KINDS, Scene, scenes
+from tools.fireeval.scenes import KINDS, LOOKALIKE_KINDS, ONSET_KINDS, Scene, scenes, variant
 
 pytestmark = pytest.mark.skipif(
     not DATA.is_dir(), reason=f"shared test media not found at {DATA} (expected ../shared next to the repo)"
@@ -157,6 +157,17 @@ made flames of the release before 2026-12-03 went out for up to 0.4 s (the fire 
 piece of the fire clip they were cut from)."""
 
 
+def _flame_gap_s(scene: Scene) -> float:
+    """Longest stretch (s) from the first flame on in which the flame changes fewer than 4 pixels."""
+    assert scene.first_flame is not None
+    gap = longest = 0
+    for i, (frame, quiet) in enumerate(zip(scene.frames(), scene.frames(fire=False), strict=True)):
+        if i >= scene.first_flame:
+            gap = 0 if np.count_nonzero(_change(frame, quiet) > 30) >= 4 else gap + 1
+            longest = max(longest, gap)
+    return longest / scene.fps
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -170,16 +181,8 @@ def test_onset_flame_stays_in_view_once_it_started(name: str) -> None:
     """The ground truth says the flame burns from its first frame on: a pasted flame that goes out (a
     fixed piece of a fire clip that the fire front has left) would score the detector on nothing. The
     flame must change the picture (4 pixels) on every frame but gaps of MAX_FLAME_GAP_S."""
-    scene = SCENES[name]
-    assert scene.first_flame is not None
-    gap = longest = 0
-    for i, (frame, quiet) in enumerate(zip(scene.frames(), scene.frames(fire=False), strict=True)):
-        if i < scene.first_flame:
-            continue
-        seen = np.count_nonzero(_change(frame, quiet) > 30) >= 4
-        gap = 0 if seen else gap + 1
-        longest = max(longest, gap)
-    assert longest / scene.fps <= MAX_FLAME_GAP_S, f"{name}: no flame in the picture for {longest} frames"
+    gap = _flame_gap_s(SCENES[name])
+    assert gap <= MAX_FLAME_GAP_S, f"{name}: no flame in the picture for {gap:.2f} s"
 
 
 @pytest.mark.parametrize("kind", LOOKALIKE_KINDS)
@@ -205,6 +208,26 @@ def test_clip_catalogue_reads_the_ground_truth(tmp_path: Path) -> None:
     (tmp_path / "gt.json").write_text(json.dumps(truth))
     (other,) = load_clips(tmp_path / "gt.json")
     assert (other.role, other.first_flame, other.split, other.fps) == ("fire", 12, "check", 30.0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_variant_is_the_same_scene_resampled(kind: str) -> None:
+    """`tools/eval_fire --variants` must run the same case in other ways: same size, timing, split and
+    first flame, other frames, deterministic, and (onsets) a flame in view from its first frame on."""
+    for scene in variants(kind):
+        other = variant(scene, 1)
+        assert (other.name, other.split, other.kind) == (f"{scene.name}~1", scene.split, scene.kind)
+        assert (other.fps, other.count, other.first_flame) == (scene.fps, scene.count, scene.first_flame)
+        mine = [f for _, f in zip(range(scene.count), scene.frames(), strict=False)]
+        theirs = [f for _, f in zip(range(scene.count), other.frames(), strict=False)]
+        assert mine[0].shape == theirs[0].shape
+        again = [_digest(f) for _, f in zip(range(3), other.frames(), strict=False)]
+        assert [_digest(f) for f in theirs[:3]] == again
+        assert sum(not np.array_equal(a, b) for a, b in zip(mine, theirs, strict=True)) > scene.count // 2
+        if scene.first_flame is not None:
+            assert _flame_gap_s(other) <= MAX_FLAME_GAP_S, other.name
+    with pytest.raises(ValueError, match="variant already"):
+        variant(variant(variants(kind)[0], 1), 2)
 
 
 def test_summary_counts_goals(run_scene) -> None:
@@ -241,3 +264,23 @@ def test_eval_fire_cli_prints_the_table_and_the_summary(tmp_path: Path) -> None:
     assert ("all goals met" in last) == (proc.returncode == 0) and proc.returncode in (0, 1), proc.stderr
     saved = json.loads(out.read_text())
     assert {r["name"] for r in saved["results"]} == {"flame_road", "images/coffee.png"}
+
+
+def test_eval_fire_cli_runs_variants_and_counts_them() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "eval_fire"), "--only", "lamp_room", "--variants", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    lines = proc.stdout.splitlines()
+    assert [ln.split()[0] for ln in lines[1:3]] == ["lamp_room", "lamp_room~1"], proc.stdout + proc.stderr
+    block = [ln for ln in lines if ln.startswith("lamp_room ") and "OK:" in ln]
+    assert len(block) == 1 and block[0].split()[3] in {"0/2", "1/2", "2/2"}, proc.stdout
+    assert lines[-1].startswith("made scenes in variants: ") and lines[-1].endswith("/2 runs OK"), lines[-1]
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "eval_fire"), "--variants", "0"],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--variants must be at least 1" in bad.stderr

@@ -218,7 +218,8 @@ def evaluate(
     for item in items:
         if split != "all" and item.split != split:
             continue
-        if only and not any(o in (item.name, item.name.rsplit("/", 1)[-1], item.kind) for o in only):
+        names = (item.name, item.name.rsplit("/", 1)[-1], base_name(item.name), item.kind)
+        if only and not any(o in names for o in only):
             continue
         result = run_item(item, watch)
         results.append(result)
@@ -298,6 +299,30 @@ HEADER = (
     f"{'name':<58} {'split':<5} {'kind':<19} {'flame s':>7} {'prov s':>6} {'conf s':>6} "
     f"{'false':>5} {'retr':>4} {'run %':>6}  verdict"
 )
+
+
+def base_name(name: str) -> str:
+    """The made scene a variant (``NAME~k``, `scenes.variant`) was made from; other names as they are."""
+    return name.split("~", 1)[0]
+
+
+def variant_lines(results: Sequence[ClipResult]) -> list[str]:
+    """Per made scene run in several variants: its verdicts, variant by variant, and how many are OK
+    (scored scenes only); then one line over all of them."""
+    groups: dict[str, list[ClipResult]] = {}
+    for r in results:
+        groups.setdefault(base_name(r.name), []).append(r)
+    lines, ok, runs = [], 0, 0
+    for name, rs in groups.items():
+        if len(rs) < 2 or rs[0].role not in ("fire", "lookalike"):
+            continue
+        good = sum(1 for r in rs if r.verdict == "OK")
+        ok, runs = ok + good, runs + len(rs)
+        verdicts = " ".join(r.verdict for r in rs)
+        lines.append(f"{name:<28} {rs[0].split:<5} {rs[0].kind:<19} {good}/{len(rs)} OK: {verdicts}")
+    if runs:
+        lines.append(f"made scenes in variants: {ok}/{runs} runs OK")
+    return lines
 
 
 def row(r: ClipResult) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -57,6 +57,8 @@ class Scene:
     """Index of the first frame showing a flame; None for a look-alike."""
     ambiguous: bool
     description: str
+    remake: Callable[[int], Scene] | None = field(default=None, compare=False, repr=False)
+    """remake(k): its k-th variant (see `variant`); None for a variant itself."""
 
     def frames(self, fire: bool = True) -> Frames:
         return self.make(fire)
@@ -710,7 +712,56 @@ def _scene(
     def make(fire: bool) -> Frames:
         return fn(data, fire, n=n, fps=fps, **params)
 
-    return Scene(name, kind, split, fps, n, make, first, ambiguous, description)
+    def remake(k: int) -> Scene:
+        again = _scene(data, f"{name}~{k}", kind, split, fps, seconds, fn, description, first_s, ambiguous,
+                       **_varied(params, k))  # fmt: skip
+        return replace(again, remake=None)
+
+    return Scene(name, kind, split, fps, n, make, first, ambiguous, description, remake)
+
+
+VARIANT_SEED_STEP = 1000
+VARIANT_FLAME_SHIFT = 23
+VARIANT_PHASE_STEP = 0.7
+VARIANT_DELAY_S = 0.3
+VARIANT_LAMP_SHIFT = 40
+"""What the k-th variant of a made scene changes, times k (`variant`): its seed (sensor noise, glitter,
+smoke textures), the frame of the fire clip its flames start from (another stretch of real flicker,
+0.77 s later per step), the phase of swinging objects (radians), when the runner sets off (s) and
+where the still lamp stands (px to the right: the room's real frames have no seeded noise)."""
+
+
+def _varied(params: dict, k: int) -> dict:
+    """`params` of a scene for its k-th variant (see ``VARIANT_SEED_STEP``)."""
+    out = dict(params)
+    out.pop("first", None)  # _scene puts it back from first_s
+    out["seed"] = int(params["seed"]) + VARIANT_SEED_STEP * k  # type: ignore[call-overload]
+    if "flames" in params:
+        out["flames"] = [
+            {**fl, "start": fl.get("start", 100 if fl["clip"] == "house6" else 60) + VARIANT_FLAME_SHIFT * k}
+            for fl in params["flames"]  # type: ignore[attr-defined]
+        ]
+    if "objects" in params:
+        out["objects"] = [
+            {**ob, "phase": ob.get("phase", 0.0) + VARIANT_PHASE_STEP * k}
+            for ob in params["objects"]  # type: ignore[attr-defined]
+        ]
+    if "start_s" in params:
+        out["start_s"] = float(params["start_s"]) + VARIANT_DELAY_S * k  # type: ignore[arg-type]
+    if "lamp" in params:
+        lamp = params["lamp"]
+        out["lamp"] = {**lamp, "x": lamp["x"] + VARIANT_LAMP_SHIFT * k}  # type: ignore[index]
+    return out
+
+
+def variant(scene: Scene, k: int) -> Scene:
+    """The k-th variant (k >= 1) of a made scene, named ``NAME~k``: the same footage, kind, split and
+    timing, resampled (``VARIANT_SEED_STEP``). One deterministic run per scene says little about a
+    detector whose first look can fall a frame earlier or later; `tools/eval_fire --variants N` runs
+    each scene N ways and counts how many hold the goal."""
+    if scene.remake is None:
+        raise ValueError(f"{scene.name} is a variant already")
+    return scene.remake(k)
 
 
 def scenes(data: Path = DATA) -> list[Scene]:
