@@ -34,8 +34,23 @@ class Warper:
     def warp(self, grey: np.ndarray, ref: np.ndarray) -> np.ndarray:
         """`ref` moved by the optical flow from `grey` to it: how `grey` would look if only motion
         had happened since `ref`."""
+        return self._remap(ref, self._flow.calc(grey, ref, None))
+
+    def warp_moving(self, grey: np.ndarray, ref: np.ndarray, min_px: float) -> tuple[np.ndarray, np.ndarray]:
+        """`warp`, and where the flow moves the picture by at least `min_px` pixels (bool). When the
+        picture moves as a whole (the median flow is at least half of it: a pan, a drifting drone),
+        everything counts as moving: the flow engine's estimate of a pan varies around its true
+        value, and where it falls short it is still the pan."""
         flow = self._flow.calc(grey, ref, None)
-        h, w = grey.shape
+        length = cv2.magnitude(flow[..., 0], flow[..., 1])
+        if float(np.median(length[::2, ::2])) >= min_px / 2:
+            moving = np.ones(length.shape, bool)
+        else:
+            moving = length >= min_px
+        return self._remap(ref, flow), moving
+
+    def _remap(self, ref: np.ndarray, flow: np.ndarray) -> np.ndarray:
+        h, w = ref.shape
         if self._grid is None or self._grid[0].shape != (h, w):
             self._grid = (
                 np.tile(np.arange(w, dtype=np.float32), (h, 1)),
