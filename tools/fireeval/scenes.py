@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -251,6 +252,11 @@ def _house_flame(data: Path, rect: tuple[int, int, int, int], fps: float, n: int
 def _fdv_flame(data: Path, rect: tuple[int, int, int, int], fps: float, n: int, start: int = 60):
     step = max(1, round(30.0 / fps))
     return _flames(data, FDV, rect, start, n, step)
+
+
+def _flame_start(flame: dict[str, Any]) -> int:
+    """The frame of its fire clip a made flame starts from (house6 100, fdv 60 unless it says)."""
+    return flame.get("start", 100 if flame["clip"] == "house6" else 60)
 
 
 # -- compositing ------------------------------------------------------------------------------------
@@ -616,9 +622,7 @@ def _onset(
     sources = []
     for fl in flames:
         grab = _house_flame if fl["clip"] == "house6" else _fdv_flame
-        sources.append(
-            grab(data, fl["rect"], fps, n - first + 1, fl.get("start", 100 if fl["clip"] == "house6" else 60))
-        )
+        sources.append(grab(data, fl["rect"], fps, n - first + 1, _flame_start(fl)))
     car_sprite = _car(data) if car is not None else None
     if car_sprite is not None and car is not None and car.get("rotate"):
         car_sprite = (
@@ -731,26 +735,21 @@ smoke textures), the frame of the fire clip its flames start from (another stret
 where the still lamp stands (px to the right: the room's real frames have no seeded noise)."""
 
 
-def _varied(params: dict, k: int) -> dict:
+def _varied(params: dict[str, Any], k: int) -> dict[str, Any]:
     """`params` of a scene for its k-th variant (see ``VARIANT_SEED_STEP``)."""
     out = dict(params)
     out.pop("first", None)  # _scene puts it back from first_s
-    out["seed"] = int(params["seed"]) + VARIANT_SEED_STEP * k  # type: ignore[call-overload]
+    out["seed"] = params["seed"] + VARIANT_SEED_STEP * k
     if "flames" in params:
-        out["flames"] = [
-            {**fl, "start": fl.get("start", 100 if fl["clip"] == "house6" else 60) + VARIANT_FLAME_SHIFT * k}
-            for fl in params["flames"]  # type: ignore[attr-defined]
-        ]
+        shift = VARIANT_FLAME_SHIFT * k
+        out["flames"] = [{**fl, "start": _flame_start(fl) + shift} for fl in params["flames"]]
     if "objects" in params:
-        out["objects"] = [
-            {**ob, "phase": ob.get("phase", 0.0) + VARIANT_PHASE_STEP * k}
-            for ob in params["objects"]  # type: ignore[attr-defined]
-        ]
+        turn = VARIANT_PHASE_STEP * k
+        out["objects"] = [{**ob, "phase": ob.get("phase", 0.0) + turn} for ob in params["objects"]]
     if "start_s" in params:
-        out["start_s"] = float(params["start_s"]) + VARIANT_DELAY_S * k  # type: ignore[arg-type]
+        out["start_s"] = params["start_s"] + VARIANT_DELAY_S * k
     if "lamp" in params:
-        lamp = params["lamp"]
-        out["lamp"] = {**lamp, "x": lamp["x"] + VARIANT_LAMP_SHIFT * k}  # type: ignore[index]
+        out["lamp"] = {**params["lamp"], "x": params["lamp"]["x"] + VARIANT_LAMP_SHIFT * k}
     return out
 
 
