@@ -230,12 +230,12 @@ def test_a_variant_is_the_same_scene_resampled(kind: str) -> None:
         other = variant(scene, 1)
         assert (other.name, other.split, other.kind) == (f"{scene.name}~1", scene.split, scene.kind)
         assert (other.fps, other.count, other.first_flame) == (scene.fps, scene.count, scene.first_flame)
-        mine = [f for _, f in zip(range(scene.count), scene.frames(), strict=False)]
-        theirs = [f for _, f in zip(range(scene.count), other.frames(), strict=False)]
-        assert mine[0].shape == theirs[0].shape
-        again = [_digest(f) for _, f in zip(range(3), other.frames(), strict=False)]
-        assert [_digest(f) for f in theirs[:3]] == again
-        assert sum(not np.array_equal(a, b) for a, b in zip(mine, theirs, strict=True)) > scene.count // 2
+        # Digests, not frames: a 30 s scene's frames would hold hundreds of MB.
+        assert next(scene.frames()).shape == next(other.frames()).shape
+        mine, theirs = [_digest(f) for f in scene.frames()], [_digest(f) for f in other.frames()]
+        assert len(mine) == len(theirs) == scene.count
+        assert theirs[:3] == [_digest(f) for _, f in zip(range(3), other.frames(), strict=False)]
+        assert sum(a != b for a, b in zip(mine, theirs, strict=True)) > scene.count // 2
         if scene.first_flame is not None:
             assert _flame_gap_s(other) <= MAX_FLAME_GAP_S, other.name
     with pytest.raises(ValueError, match="variant already"):
@@ -288,9 +288,12 @@ def test_eval_fire_cli_runs_variants_and_counts_them() -> None:
     )
     lines = proc.stdout.splitlines()
     assert [ln.split()[0] for ln in lines[1:3]] == ["lamp_room", "lamp_room~1"], proc.stdout + proc.stderr
+    verdicts = [ln.split()[-1] for ln in lines[1:3]]
+    ok = verdicts.count("OK")
     block = [ln for ln in lines if ln.startswith("lamp_room ") and "OK:" in ln]
-    assert len(block) == 1 and block[0].split()[3] in {"0/2", "1/2", "2/2"}, proc.stdout
-    assert lines[-1].startswith("made scenes in variants: ") and lines[-1].endswith("/2 runs OK"), lines[-1]
+    assert len(block) == 1 and block[0].split()[3] == f"{ok}/2", proc.stdout
+    assert block[0].split("OK:", 1)[1].split() == verdicts, block
+    assert lines[-1] == f"made scenes in variants: {ok}/2 runs OK", lines[-1]
     bad = subprocess.run(
         [sys.executable, str(REPO / "tools" / "eval_fire"), "--variants", "0"],
         capture_output=True, text=True, timeout=60, cwd=REPO,

@@ -107,8 +107,9 @@ following anything: on a still background DIS warps the flame's earlier shape on
 with the 1 px of slack nothing was left to see (a distant flame's look at full resolution: 15-45
 changed pixels against no motion, none against the flow). Sub-pixel drift is what the no-motion
 comparison's slack is for; in a pan the whole picture counts as moving (`Warper.warp_moving`). Tuned on
-the `tune` scenes and their variants (1.0: +1 onset run OK of 27, 1.5: +4, no look-alike run changed;
-1.75 and more: the drifting sea glitter of one variant is a false event)."""
+the `tune` scenes with 3 variants each (onset runs OK of 27, rule in zoom windows and looks only: 1.0
+px +1, 1.5 px +3, 1.75 and 2.0 px +4, 2.5 px +5, each from 1.75 px on with a sea-glitter variant
+false; at 1.5 px on the thumbnail too: +4, no look-alike run changed)."""
 NOISE_FACTOR = 4.0
 """The threshold rises to this multiple of the median motion-compensated difference of the frame, so
 sensor noise or a noisy still never counts as flicker."""
