@@ -241,9 +241,10 @@ def test_a_scheduled_digest_sends_lines_on_its_ask_until_stopped(narrating, fram
     ask_id, kind, text, data = ask("send me a digest every second")
     assert kind == "answer" and text.startswith("I will send you a digest of every camera every 1 s"), text
     assert text.endswith('Say "stop the digest" to end it.') and data["every_s"] == 1.0
-    lines = answers.wait_lines(ask_id, 2, timeout=4)
-    assert [t for _, t, _ in lines[:2]] == ["Last 1 s: no people, no fire."] * 2, lines
-    assert 0.8 <= lines[1][0] - lines[0][0] <= 1.5
+    lines = answers.wait_lines(ask_id, 3, timeout=6)
+    assert [t for _, t, _ in lines[:3]] == ["Last 1 s: no people, no fire."] * 3, lines
+    # on a fixed schedule: a line sent late (a loaded machine) does not push the next ones back
+    assert 1.5 <= lines[2][0] - lines[0][0] <= 2.7, lines
     _, kind, text, _ = ask("stop the digest")
     assert text == "Stopped 1 scheduled digest."
     count = len(answers.lines(ask_id))
