@@ -18,6 +18,7 @@ from `self.hearts` here.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -56,6 +57,7 @@ from edge.pipeline import feed
 from edge.redact import redact
 from edge.redloop import Detector, RedLoop, Sink
 from edge.reflex import build_detector
+from edge.reflex.pixels import PixelPool
 from edge.rules import Rule, Transition
 from edge.rules.lines import LineCounter, local_iso
 from edge.store import DataLock, EventLog, StoreError
@@ -112,6 +114,9 @@ class Appliance:
         self._detector: Detector | None = None
         self.narrator: Narrator | None = None
         self.router: Router | None = None
+        self.pixel_pool = PixelPool(cfg.capacity.processes(os.cpu_count()))
+        """Worker processes for the fire and smoke detectors of every camera but the first (started
+        with the second such camera)."""
         self._init_store()
         try:
             self._init_control()
@@ -119,6 +124,7 @@ class Appliance:
             self._init_delegate()
             self._init_verifier()
         except BaseException:
+            self.pixel_pool.close()
             self._close_store()
             raise
 
@@ -217,7 +223,7 @@ class Appliance:
         wants_objects = needs_objects([r for r in rules if r.applies_to(name)]) or bool(cfg.lines)
         detector = self._load_detector() if wants_objects else self._detector
         loop = RedLoop(name, self.cfg, rules, detector, self._sinks, live=self.live, models=self.models,
-                       camera_cfg=cfg)  # fmt: skip
+                       camera_cfg=cfg, pixel_pool=self.pixel_pool)  # fmt: skip
         self.loops[name] = loop
         if loop.lines is not None:
             self._restore_line_counts(name, loop.lines)
@@ -363,6 +369,8 @@ class Appliance:
             self.narrator.stop()  # before the loops end their events: a stop is not "left after 12 s"
         for loop in self.loops.values():
             loop.finish()
+            loop.close()
+        self.pixel_pool.close()
         if self.router is not None:
             self.router.close()
         self.journal.close()
@@ -422,6 +430,7 @@ class Appliance:
         if loop is None:
             return
         loop.finish("camera removed")
+        loop.close()
         self.live.keyframes.pop(name, None)
         if self.router is not None:
             self.router.zones.pop(name, None)

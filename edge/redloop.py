@@ -38,8 +38,7 @@ from edge.gate import GateDecision, SilenceGate
 from edge.live import CameraView, KeyframeRing, LineView, LiveView, TrackView
 from edge.metrics import Histogram, StageTimes
 from edge.reflex.engine import DetectResult
-from edge.reflex.fire import FireDetector
-from edge.reflex.smoke import SmokeDetector
+from edge.reflex.pixels import LocalPixels, PixelPool, Pixels
 from edge.reflex.worker import Deferred
 from edge.rules import AREA_LABELS, EventMachine, Rule, Track, Tracker, Transition
 from edge.rules.lines import LineCounter
@@ -139,9 +138,11 @@ class RedLoop:
         live: LiveView | None = None,
         models: Sequence[ModelDetector] = (),
         camera_cfg: CameraConfig | None = None,
+        pixel_pool: PixelPool | None = None,
     ) -> None:
         """`models`: the extra models (edge.wiring.load_models), shared by every camera like `detector`.
-        `camera_cfg`: the camera's config, for its zones and lines (default: `cfg.cameras[camera]`)."""
+        `camera_cfg`: the camera's config, for its zones and lines (default: `cfg.cameras[camera]`).
+        `pixel_pool`: where the fire and smoke detectors run (edge.reflex.pixels; default: here)."""
         self.camera = camera
         self.cfg = cfg
         setup = camera_cfg if camera_cfg is not None else cfg.cameras.get(camera)
@@ -163,8 +164,10 @@ class RedLoop:
         self._inside: dict[tuple[str, int], float] = {}
         """(zone, track id) -> stream time its feet were last seen inside."""
         self.detector = detector
-        self.fire: FireDetector | None = None
-        self.smoke: SmokeDetector | None = None
+        self._pixel_pool = pixel_pool
+        self.pixels: Pixels | None = None
+        """The camera's fire and smoke detectors, here or in a worker process (None until a rule wants
+        one)."""
         self.pixel_labels: set[str] = set()
         """Area labels (fire, smoke) that rules here take from the pixel detectors."""
         self.object_labels: set[str] = set()
@@ -245,16 +248,15 @@ class RedLoop:
             )
         self.pixel_labels = pixel & AREA_LABELS
         self.gate.warm = "fire" in self.pixel_labels
-        if self.cfg.fire.enabled and "fire" in self.pixel_labels:
-            self.fire = self.fire or FireDetector(self.cfg.fire)
-        else:
-            self.fire = None
+        fire = self.cfg.fire if self.cfg.fire.enabled and "fire" in self.pixel_labels else None
         # Smoke also runs for a fire rule alone: where smoke rises, the fire detector looks for small
         # flames at its base (early evidence of a fire too far or too hidden to show much flame).
-        if self.cfg.smoke.enabled and self.pixel_labels:
-            self.smoke = self.smoke or SmokeDetector(self.cfg.smoke)
-        else:
-            self.smoke = None
+        smoke = self.cfg.smoke if self.cfg.smoke.enabled and self.pixel_labels else None
+        if self.pixels is None and (fire is not None or smoke is not None):
+            pool = self._pixel_pool
+            self.pixels = pool.open(self.camera) if pool is not None else LocalPixels()
+        if self.pixels is not None:
+            self.pixels.configure(fire, smoke)
         self.counts = {label: self.counts.get(label, 0) for label in sorted(wanted)}
         if self.zones:
             held = self.occupancy
@@ -278,10 +280,8 @@ class RedLoop:
             if self.lines is not None:
                 self.lines.forget_tracks()
             self.gate = SilenceGate(self.cfg.gate, warm=self.gate.warm)
-            if self.fire is not None:
-                self.fire = FireDetector(self.cfg.fire)
-            if self.smoke is not None:
-                self.smoke = SmokeDetector(self.cfg.smoke)
+            if self.pixels is not None:
+                self.pixels.reset()
 
     def set_still(self, still: bool) -> None:
         """A still source (an image, a folder of pictures): one sighting is enough for an event,
@@ -342,7 +342,7 @@ class RedLoop:
         pixels = watching or self._pixels_due(frame.pts, decision)
         if pixels:
             self._pixel_looks.took(frame.pts)
-        elif self.fire is not None or self.smoke is not None:
+        elif self.pixels is not None and self.pixels.active:
             self.pixel_idle += 1
         if objects or pixels:
             self.inferred += 1
@@ -388,21 +388,16 @@ class RedLoop:
             else []
         )
         pixel: list[Detection] = []
-        smoke: list[Detection] = []
-        if self.smoke is not None and pixels:
-            t = time.perf_counter()
-            smoke = self.smoke.detect(frame.image, frame.pts, damaged=frame.damaged)
-            self.times.add("smoke", (time.perf_counter() - t) * 1000)
-            if "smoke" in self.pixel_labels:
-                pixel.extend(smoke)
-        if self.fire is not None and pixels:
-            t = time.perf_counter()
-            hints = [d.box for d in smoke]
+        if pixels and self.pixels is not None and self.pixels.active:
             earlier = (before.image, before.pts) if before is not None else None
-            pixel.extend(
-                self.fire.detect(frame.image, frame.pts, damaged=frame.damaged, hints=hints, before=earlier)
-            )
-            self.times.add("fire", (time.perf_counter() - t) * 1000)
+            seen = self.pixels.look(frame.image, frame.pts, frame.damaged, earlier)
+            if seen.smoke_ms is not None:
+                self.times.add("smoke", seen.smoke_ms)
+                if "smoke" in self.pixel_labels:
+                    pixel.extend(seen.smoke)
+            if seen.fire_ms is not None:
+                self.times.add("fire", seen.fire_ms)
+                pixel.extend(seen.fire)
         detections: list[Detection] = []
         looked = objects
         if wants:
@@ -448,16 +443,13 @@ class RedLoop:
         smoke detector needs a look now and then to notice a candidate, not ten)."""
         if decision.reason != "motion" or decision.warm or not self._pixel_looks.interval:
             return True
-        for detector in (self.fire, self.smoke):
-            if detector is not None and detector.peak_evidence >= IDLE_EVIDENCE:
-                return True
+        if self.pixels is not None and self.pixels.peak_evidence >= IDLE_EVIDENCE:
+            return True
         return self._pixel_looks.due(pts)
 
     def _pixel_watching(self, pts: float) -> bool:
         """A pixel detector needs this frame although the gate skips it (a flicker or a plume builds)."""
-        return (self.fire is not None and self.fire.watching(pts)) or (
-            self.smoke is not None and self.smoke.watching(pts)
-        )
+        return self.pixels is not None and self.pixels.watching(pts)
 
     def _count(self, frame: Frame, objects: bool) -> None:
         """Objects of each label in view now (fire: 1 while burning), for retained counts and the
@@ -560,6 +552,13 @@ class RedLoop:
     def _done(self, frame: Frame) -> None:
         """Frame age when the red loop is done with it: grows if the loop falls behind its camera."""
         self.times.add("lag", (time.monotonic() - frame.arrived) * 1000)
+
+    def close(self) -> None:
+        """The camera is gone: its pixel detectors' place (here or in a worker) is given up."""
+        with self._lock:
+            if self.pixels is not None:
+                self.pixels.close()
+                self.pixels = None
 
     def finish(self, reason: str = "") -> list[Transition]:
         """End open events at the last frame seen (end of a file, shutdown)."""

@@ -331,8 +331,8 @@ def pixel_loop(rate: float, frames: int, draw) -> tuple[RedLoop, list[int]]:  # 
     frames its fire detector looked at."""
     cfg = EdgeConfig(watch=["fire", "person"], gate=GateConfig(pixel_idle_looks_per_s=rate))
     loop = RedLoop("cam", cfg, build_rules(cfg, REPO), Walkers(), [])
-    assert loop.fire is not None and loop.smoke is not None
-    fire, looked = loop.fire, []
+    assert loop.pixels.fire is not None and loop.pixels.smoke is not None
+    fire, looked = loop.pixels.fire, []
     detect = fire.detect
 
     def counted(image: np.ndarray, pts: float, **kw: object) -> list[Detection]:
@@ -378,7 +378,7 @@ def test_warm_light_or_a_watch_gets_every_frame_whatever_the_idle_rate() -> None
 
     loop, looked = pixel_loop(2.0, 50, flame)
     assert set(range(20, 50)) <= set(looked), looked  # new warm light, then the watch it starts
-    assert loop.fire is not None and loop.fire.watching(4.9)
+    assert loop.pixels.fire is not None and loop.pixels.fire.watching(4.9)
 
 
 # -- several cameras, one real detector -----------------------------------------------------------

@@ -255,7 +255,7 @@ def test_a_fire_that_stops_early_is_retracted_under_the_same_ids(
 def test_a_region_the_detector_does_not_verify_is_retracted_when_the_window_passes(
     rig: Rig, house6: list[tuple[float, np.ndarray]]
 ) -> None:
-    fire = rig.loop.fire
+    fire = rig.loop.pixels.fire
     assert fire is not None
     detect = fire.detect
 

@@ -435,6 +435,19 @@ class SmokeConfig(Strict):
     min_score: float = Field(0.5, gt=0, lt=1)
 
 
+class CapacityConfig(Strict):
+    pixel_processes: Annotated[int, Field(ge=0, le=32)] | Literal["auto"] = "auto"
+    """Worker processes for the fire and smoke detectors of every camera but the first
+    (edge.reflex.pixels): their work per frame holds Python's interpreter lock, so with several cameras
+    one process falls behind while cores stay idle. "auto": one per core but one, at most 4 (none on a
+    single core). 0: every camera's detectors in the appliance process."""
+
+    def processes(self, cores: int | None) -> int:
+        if self.pixel_processes != "auto":
+            return self.pixel_processes
+        return max(0, min((cores or 1) - 1, 4))
+
+
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 """Monday first, as `datetime.weekday()` counts."""
@@ -797,6 +810,7 @@ class EdgeConfig(Strict):
     fire/smoke with `source`. Their labels are known labels for rules."""
     fire: FireConfig = Field(default_factory=FireConfig)
     smoke: SmokeConfig = Field(default_factory=SmokeConfig)
+    capacity: CapacityConfig = Field(default_factory=CapacityConfig)
     watch: list[str] = Field(default_factory=lambda: ["person", "fire"])
     """Labels that get a default rule when `rules` does not name them."""
     rules: list[RuleConfig] = Field(default_factory=list)

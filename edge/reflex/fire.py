@@ -57,7 +57,7 @@ import numpy as np
 
 from edge.config.models import FireConfig
 from edge.gate import WarmLight, relit
-from edge.reflex.motion import Warper, median_u8, outside, smeared, unchanged
+from edge.reflex.motion import Warper, Watch, median_u8, outside, smeared, unchanged
 from edge.types import Box, Detection
 
 WORK_WIDTH = 256
@@ -610,9 +610,10 @@ class FireDetector:
 
     def watching(self, pts: float) -> bool:
         """True while the detector needs every frame at ``pts``, even ones the silence gate skips."""
-        if self._watch_since is None:
-            return False
-        return pts - self._watch_since <= WATCH_S or self.peak_evidence >= WATCH_KEEP_EVIDENCE
+        return self.watch().holds(pts)
+
+    def watch(self) -> Watch:
+        return Watch(self._watch_since, WATCH_S, self.peak_evidence, WATCH_KEEP_EVIDENCE)
 
     def detect(
         self,

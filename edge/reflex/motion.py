@@ -9,6 +9,8 @@ only where the pixel lies outside the 3x3 range of both the warped and the unwar
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 
@@ -22,6 +24,25 @@ SMEAR_ROWS = 2
 """A lost H.264 slice smears whole rows of macroblocks: this many analysis rows with unexplained change
 over this share of their width are a smear. Flames leave at most half a row (a fire front seen from a
 drone, every 3rd frame), a passing person or car far less."""
+
+
+class Watch(NamedTuple):
+    """A pixel detector's watch as its last look left it: while it holds, the detector needs every
+    frame, even those the silence gate skips. Plain data, so a red loop can ask it of a detector that
+    runs in another process (edge.reflex.pixels) without a round trip."""
+
+    since: float | None
+    """Stream time the watch began (None: no watch)."""
+    span_s: float
+    """It holds this long after `since` whatever the evidence..."""
+    peak: float
+    """...and after that while the highest evidence anywhere (0-1) is at least `keep`."""
+    keep: float
+
+    def holds(self, pts: float) -> bool:
+        if self.since is None:
+            return False
+        return pts - self.since <= self.span_s or self.peak >= self.keep
 
 
 class Warper:

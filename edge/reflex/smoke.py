@@ -51,7 +51,7 @@ import numpy as np
 
 from edge.config.models import SmokeConfig
 from edge.gate import relit
-from edge.reflex.motion import Warper, median_u8, outside, smeared, unchanged
+from edge.reflex.motion import Warper, Watch, median_u8, outside, smeared, unchanged
 from edge.types import Detection
 
 WORK_WIDTH = 256
@@ -215,9 +215,10 @@ class SmokeDetector:
 
     def watching(self, pts: float) -> bool:
         """True while the detector needs every frame at ``pts``, even ones the silence gate skips."""
-        if self._watch_since is None:
-            return False
-        return pts - self._watch_since <= WATCH_S or self.peak_evidence >= WATCH_KEEP_EVIDENCE
+        return self.watch().holds(pts)
+
+    def watch(self) -> Watch:
+        return Watch(self._watch_since, WATCH_S, self.peak_evidence, WATCH_KEEP_EVIDENCE)
 
     def regions(self) -> list[tuple[float, float, float, float]]:
         """Boxes (x1, y1, x2, y2, frame pixels) where smoke is reported now, from the last call."""
