@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -106,6 +107,9 @@ def test_a_worker_ends_when_the_appliance_is_gone(tmp_path: Path) -> None:
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO)
     assert parent.stdout is not None
     worker = int(parent.stdout.readline())
+    assert _alive(worker)
+    os.kill(worker, signal.SIGINT)  # Ctrl-C reaches the whole group: the appliance ends its workers itself
+    time.sleep(0.5)
     assert _alive(worker)
     parent.kill()  # no clean-up: SIGKILL
     parent.wait(timeout=10)

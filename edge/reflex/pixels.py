@@ -30,6 +30,7 @@ import os
 import secrets
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -394,6 +395,10 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m edge.reflex.pixels ADDRESS (started by PixelPool)", file=sys.stderr)
         return 2
+    # Ctrl-C and systemd's SIGTERM reach the whole process group: the appliance stops its cameras
+    # first and then ends its workers, so a worker waits for that (or for its stdin to close).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     authkey = bytes.fromhex(sys.stdin.readline().strip())
     listener = Listener(argv[0], family="AF_UNIX", authkey=authkey)
     threading.Thread(target=_exit_when_orphaned, daemon=True).start()
