@@ -16,9 +16,11 @@ import pytest
 
 from edge.appliance import Appliance
 from edge.config import EdgeConfig
-from edge.config.models import CameraConfig, CapacityConfig
+from edge.config.models import CameraConfig, CapacityConfig, FireConfig, SmokeConfig
 from edge.redloop import RedLoop
+from edge.reflex.fire import FireDetector
 from edge.reflex.pixels import LocalPixels, PixelPool, RemotePixels
+from edge.reflex.smoke import SmokeDetector
 from edge.rules import Transition
 from edge.types import Frame
 from edge.wiring import build_rules
@@ -162,3 +164,21 @@ def appliance_fire_cameras(data: Path) -> set[str]:
         return {e["camera"] for e in log.events(label="fire")}
     finally:
         log.close()
+
+
+@needs_shared
+@pytest.mark.parametrize("clip", ["fire/furg_house6.mp4", "smoke/rise_smoke_mosaic_detected.mp4"])
+def test_the_pair_sharing_a_frames_shrinks_says_what_each_detector_says_alone(clip: str) -> None:
+    """A camera's fire and smoke detectors shrink each frame once between them (`Shrinks`); neither
+    may see anything else for it: the same detections, frame by frame, as detectors on their own."""
+    pair = LocalPixels()
+    pair.configure(FireConfig(), SmokeConfig())
+    fire, smoke = FireDetector(FireConfig()), SmokeDetector(SmokeConfig())
+    seen = 0
+    for _, pts, image in clip_frames(DATA / clip, 120):
+        look = pair.look(image, pts, False, None)
+        alone_smoke = smoke.detect(image, pts)
+        alone_fire = fire.detect(image, pts, hints=[d.box for d in alone_smoke])
+        assert look.smoke == alone_smoke and look.fire == alone_fire, pts
+        seen += len(look.fire) + len(look.smoke)
+    assert seen > 0  # the clip raised detections to compare

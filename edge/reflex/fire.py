@@ -57,7 +57,7 @@ import numpy as np
 
 from edge.config.models import FireConfig
 from edge.gate import WarmLight, relit
-from edge.reflex.motion import Warper, Watch, median_u8, outside, smeared, unchanged
+from edge.reflex.motion import Shrinks, Warper, Watch, median_u8, outside, smeared, unchanged
 from edge.types import Box, Detection
 
 WORK_WIDTH = 256
@@ -622,8 +622,12 @@ class FireDetector:
         damaged: bool = False,
         hints: Sequence[Box] = (),
         before: tuple[np.ndarray, float] | None = None,
+        shrinks: Shrinks | None = None,
     ) -> list[Detection]:
         """Return flame regions in ``image`` (BGR uint8) at stream time ``pts`` (seconds).
+
+        ``shrinks``: `Shrinks` of ``image`` shared with the smoke detector (a shrink both make is made
+        once).
 
         ``before``: (image, pts) of the frame just before this one when the caller has it and did not
         call with it (the silence gate let it go). After a gap the thumbnail's analysis starts from
@@ -652,9 +656,11 @@ class FireDetector:
             earlier = _shrink(before[0])
             if min(earlier.shape[:2]) >= MIN_WORK_SIDE:
                 self._main.step(earlier, before[1])
-        return self._look(image, pts, damaged, hints)
+        return self._look(image, pts, damaged, hints, shrinks)
 
-    def _look(self, image: np.ndarray, pts: float, damaged: bool, hints: Sequence[Box]) -> list[Detection]:
+    def _look(
+        self, image: np.ndarray, pts: float, damaged: bool, hints: Sequence[Box], shrinks: Shrinks | None
+    ) -> list[Detection]:
         """`detect` on one frame, its input checked."""
         if self._last_pts is not None and pts == self._last_pts:
             return list(self._last_result)  # the same moment again: nothing new to learn
@@ -664,7 +670,7 @@ class FireDetector:
             return self._ignore(pts)
         self._smear_pts = None
 
-        small = _shrink(image)
+        small = _shrink(image, shrinks)
         h, w = small.shape[:2]
         if min(h, w) < MIN_WORK_SIDE:
             return []
@@ -1098,9 +1104,10 @@ def _fine(image: np.ndarray) -> tuple[np.ndarray, float]:
     return cv2.resize(image, None, fx=1.0 / factor, fy=1.0 / factor, interpolation=cv2.INTER_AREA), factor
 
 
-def _shrink(image: np.ndarray) -> np.ndarray:
-    """Downscale by the integer factor that gets closest to ``WORK_WIDTH`` (area averaging)."""
+def _shrink(image: np.ndarray, shrinks: Shrinks | None = None) -> np.ndarray:
+    """Downscale by the integer factor that gets closest to ``WORK_WIDTH`` (area averaging);
+    `shrinks`: `Shrinks` of `image` when the caller shares them."""
     factor = max(1, round(image.shape[1] / WORK_WIDTH))
-    if factor == 1:
-        return image
-    return cv2.resize(image, None, fx=1.0 / factor, fy=1.0 / factor, interpolation=cv2.INTER_AREA)
+    if shrinks is None or shrinks.image is not image:
+        shrinks = Shrinks(image)
+    return shrinks.by(factor)

@@ -45,6 +45,26 @@ class Watch(NamedTuple):
         return pts - self.since <= self.span_s or self.peak >= self.keep
 
 
+class Shrinks:
+    """A frame's area-averaged shrinks by whole factors, each made once: the fire and smoke detectors
+    both shrink a 768-wide frame by 3, and that resize was the largest single cost of a look after
+    the optical flow (0.46 ms of its 8 ms at 768x432 on a 2-core EPYC)."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        self.image = image
+        self._made: dict[int, np.ndarray] = {}
+
+    def by(self, factor: int) -> np.ndarray:
+        """`image` shrunk by `factor` (``cv2.resize`` with ``fx = fy = 1 / factor``, ``INTER_AREA``:
+        OpenCV's exact block average when the factor divides both sides)."""
+        if factor == 1:
+            return self.image
+        if factor not in self._made:
+            f = 1.0 / factor
+            self._made[factor] = cv2.resize(self.image, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        return self._made[factor]
+
+
 class Warper:
     """One per analysis (it keeps the flow engine and the pixel grid of the last size it saw)."""
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from edge.config.models import FireConfig, SmokeConfig
 from edge.reflex.fire import FireDetector
-from edge.reflex.motion import Watch
+from edge.reflex.motion import Shrinks, Watch
 from edge.reflex.smoke import SmokeDetector
 from edge.types import Detection
 
@@ -100,14 +100,17 @@ class LocalPixels:
     def look(self, image: np.ndarray, pts: float, damaged: bool, before: Before) -> PixelLook:
         """Smoke first: where it rises, the fire detector looks for small flames at its base."""
         out = PixelLook()
+        shrinks = Shrinks(image)  # both shrink a frame by the same factor: made once
         if self.smoke is not None:
             t = time.perf_counter()
-            out.smoke = self.smoke.detect(image, pts, damaged=damaged)
+            out.smoke = self.smoke.detect(image, pts, damaged=damaged, shrinks=shrinks)
             out.smoke_ms = (time.perf_counter() - t) * 1000
         if self.fire is not None:
             t = time.perf_counter()
             hints = [d.box for d in out.smoke]
-            out.fire = self.fire.detect(image, pts, damaged=damaged, hints=hints, before=before)
+            out.fire = self.fire.detect(
+                image, pts, damaged=damaged, hints=hints, before=before, shrinks=shrinks
+            )
             out.fire_ms = (time.perf_counter() - t) * 1000
         return out
 
