@@ -677,7 +677,7 @@ class FireDetector:
         self._last_pts = pts
         scale = image.shape[1] / w
         masks = _masks(small)
-        fine, fine_scale = _fine(image)
+        fine, fine_scale = _fine(image, shrinks)
         fine_channels = cv2.split(fine)
         fine_masks = _masks(fine, relative=True, channels=fine_channels) if fine is not small else masks
         warm = self._warm.update(fine, fine_channels)
@@ -1096,18 +1096,18 @@ def _pool(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask.astype(np.uint8) * 255, size, interpolation=cv2.INTER_AREA) > 0
 
 
-def _fine(image: np.ndarray) -> tuple[np.ndarray, float]:
+def _fine(image: np.ndarray, shrinks: Shrinks | None = None) -> tuple[np.ndarray, float]:
     """The image for the small-candidate search (about ``ZOOM_WIDTH`` wide) and its scale factor."""
     factor = max(1, round(image.shape[1] / ZOOM_WIDTH))
-    if factor == 1:
-        return image, 1.0
-    return cv2.resize(image, None, fx=1.0 / factor, fy=1.0 / factor, interpolation=cv2.INTER_AREA), factor
+    return _shrinks_of(image, shrinks).by(factor), float(factor)
 
 
 def _shrink(image: np.ndarray, shrinks: Shrinks | None = None) -> np.ndarray:
     """Downscale by the integer factor that gets closest to ``WORK_WIDTH`` (area averaging);
     `shrinks`: `Shrinks` of `image` when the caller shares them."""
-    factor = max(1, round(image.shape[1] / WORK_WIDTH))
-    if shrinks is None or shrinks.image is not image:
-        shrinks = Shrinks(image)
-    return shrinks.by(factor)
+    return _shrinks_of(image, shrinks).by(max(1, round(image.shape[1] / WORK_WIDTH)))
+
+
+def _shrinks_of(image: np.ndarray, shrinks: Shrinks | None) -> Shrinks:
+    """`shrinks` when they are `image`'s, new ones otherwise."""
+    return shrinks if shrinks is not None and shrinks.image is image else Shrinks(image)
